@@ -1,0 +1,36 @@
+"""Backends by name: every one offers encode / decode / scores with the golden signatures.
+
+    numpy   the golden model (polarref.golden), float64
+    numba   Numba CPU kernels (cpu_kernels)
+    cuda    numba.cuda kernels (cuda_kernels); under NUMBA_ENABLE_CUDASIM=1 on a CPU
+    pkg.mod:obj   any third-party object or module with any subset of the three
+"""
+from __future__ import annotations
+
+import importlib
+from types import SimpleNamespace
+
+OPERATIONS = ("encode", "decode", "scores")
+BUILTIN = {"numpy": "polarref.golden", "golden": "polarref.golden",
+           "numba": "cpu_kernels", "cuda": "cuda_kernels"}
+
+
+def load_backend(name: str):
+    """A namespace with `name` and whichever of encode/decode/scores the backend offers."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"backend must be a name or 'package.module:object', got {name!r}")
+    target = BUILTIN.get(name, name)
+    module_name, _, attribute = target.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"backend {name!r}: cannot import {module_name!r} ({error})") from error
+    if attribute:
+        for part in attribute.split("."):
+            if not hasattr(obj, part):
+                raise ValueError(f"backend {name!r}: {module_name!r} has no attribute {attribute!r}")
+            obj = getattr(obj, part)
+    found = {op: getattr(obj, op) for op in OPERATIONS if callable(getattr(obj, op, None))}
+    if not found:
+        raise ValueError(f"backend {name!r} offers none of {OPERATIONS}")
+    return SimpleNamespace(name=name, **found)
