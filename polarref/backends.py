@@ -4,10 +4,15 @@
     numba   Numba CPU kernels (cpu_kernels)
     cuda    numba.cuda kernels (cuda_kernels); under NUMBA_ENABLE_CUDASIM=1 on a CPU
     pkg.mod:obj   any third-party object or module with any subset of the three
+
+A backend may say the precision it computes in as WORKING_DTYPE (float32 if
+it says nothing); tolerances are derived from that dtype's eps.
 """
 from __future__ import annotations
 
 import importlib
+
+import numpy as np
 from types import SimpleNamespace
 
 OPERATIONS = ("encode", "decode", "scores")
@@ -33,4 +38,5 @@ def load_backend(name: str):
     found = {op: getattr(obj, op) for op in OPERATIONS if callable(getattr(obj, op, None))}
     if not found:
         raise ValueError(f"backend {name!r} offers none of {OPERATIONS}")
-    return SimpleNamespace(name=name, **found)
+    working = getattr(obj, "WORKING_DTYPE", np.float32)
+    return SimpleNamespace(name=name, working_dtype=np.dtype(working), **found)

@@ -24,6 +24,7 @@ from .checks import check_code, check_config, check_keys, check_queries, split_h
 from .code import PolarCode
 
 TWO_PI = 2.0 * np.pi
+WORKING_DTYPE = np.float64  # the precision this backend computes in (tolerances follow it)
 
 
 class _float_errors:
