@@ -1,0 +1,1 @@
+"""Analysis tools for polarref (real-model key captures, experiments)."""

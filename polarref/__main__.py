@@ -1,0 +1,3 @@
+from polarref.cli import main
+import sys
+sys.exit(main())
