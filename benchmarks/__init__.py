@@ -1,0 +1,1 @@
+"""Benchmarks of the PolarQuant backends (never run inside the test suite)."""
