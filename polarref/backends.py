@@ -3,6 +3,7 @@
     numpy   the golden model (polarref.golden), float64
     numba   Numba CPU kernels (cpu_kernels)
     cuda    numba.cuda kernels (cuda_kernels); under NUMBA_ENABLE_CUDASIM=1 on a CPU
+    cuda-fp16  the CUDA scoring kernel with float16 angle tables (scores only)
     pkg.mod:obj   any third-party object or module with any subset of the three
 
 A backend may say the precision it computes in as WORKING_DTYPE (float32 if
@@ -17,7 +18,8 @@ from types import SimpleNamespace
 
 OPERATIONS = ("encode", "decode", "scores")
 BUILTIN = {"numpy": "polarref.golden", "golden": "polarref.golden",
-           "numba": "cpu_kernels", "cuda": "cuda_kernels"}
+           "numba": "cpu_kernels", "cuda": "cuda_kernels",
+           "cuda-fp16": "cuda_kernels:half_tables"}
 
 
 def load_backend(name: str):

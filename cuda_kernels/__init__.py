@@ -1,0 +1,40 @@
+"""numba.cuda backend of PolarQuant paper mode (polarref golden signatures).
+
+    import cuda_kernels
+    code = cuda_kernels.encode(keys)            # NumPy or device arrays (torch, cupy, numba)
+    s = cuda_kernels.scores(queries, code)      # table="float16" for half-precision tables
+    keys_hat = cuda_kernels.decode(code)
+
+Kernels live in `kernels.py`, launchers (checks, grids, copies) in `launch.py`.
+Under NUMBA_ENABLE_CUDASIM=1 the same kernels run on the CPU simulator.
+"""
+from .launch import (
+    SIM,
+    TABLE_KINDS,
+    DevicePolarCode,
+    decode,
+    encode,
+    is_device_array,
+    scores,
+)
+
+__all__ = ["encode", "decode", "scores", "DevicePolarCode", "is_device_array", "SIM", "TABLE_KINDS"]
+
+
+class _HalfTables:
+    """The scoring kernel with float16 angle tables, as a backend of its own.
+
+    `polarref verify --backend cuda-fp16` judges it with tolerances derived
+    from float16 eps (polarref.tolerances): conservative, since only the table
+    entries are float16 and the products and sums stay float32. It offers only
+    `scores`; encode and decode are the float32 ones of `cuda_kernels`.
+    """
+
+    WORKING_DTYPE = "float16"
+
+    @staticmethod
+    def scores(queries, code):
+        return scores(queries, code, table="float16")
+
+
+half_tables = _HalfTables()

@@ -1,0 +1,788 @@
+"""numba.cuda kernels of PolarQuant paper mode; launchers live in `launch.py`.
+
+Every kernel here is made by a factory that bakes the configuration (bits,
+pairs, table kind, block shape) into compile-time constants, so loops over
+pairs unroll and shared-memory offsets become immediates. The launcher picks
+the factory arguments; nothing here allocates, copies or synchronises.
+
+Versions of the scoring kernel (numbers in benchmarks/NOTES-gpu.md):
+
+  v0  (someone's starting point, not kept) one thread per token, float32
+      angle tables for 4 query heads, 8-byte index loads; bound by
+      shared-memory wavefronts (several 4-byte lookups per pair).
+  v1.2 (now) `scores_kernel` below: per group and KV head the block stages radius
+      constants, phase constants and queries in shared memory and builds the
+      angle table for NH query heads at once (NH = 4 for Llama-style GQA), one
+      entry per thread with sin.approx/cos.approx; then each thread scores TPT
+      tokens: 16-byte index loads (16 pairs), radius by one FMA on the code
+      put into a float's mantissa (no int->float conversion, no lookup), and
+      per pair one conflict-free wide lookup of the NH table values:
+        float32 tables: two 8-byte loads (heads 0,1 and 2,3); each sub-table
+          of a pair is 16 entries x 8 B = 128 B, exactly the 32 banks, so a
+          warp reading one pair never conflicts (same entry = broadcast);
+        float16 tables (option): one 8-byte load of four halves.
+      The first index load goes out before the table build and the next one
+      before the current 16 pairs are scored; the build runs with constant
+      trip counts and raw (no-wraparound) loads. H200, W-GPU B=8 L=131072:
+      0.499 ms, 1.02x torch fp16 q@k^T (issue-bound; see the notes).
+
+Precision: table entries, radii and sums are float32 (float16 table option:
+entries rounded to float16, arithmetic still float32); sin/cos of the bin
+angles use the hardware approximations on an argument reduced to [-pi, pi]
+(absolute error about 2**-21.4, a few float32 eps of |q|).
+
+The CUDA simulator (NUMBA_ENABLE_CUDASIM=1) runs the same kernel bodies; the
+few helpers that are LLVM intrinsics on the GPU (wide loads, bit casts, fast
+sin/cos) have plain-Python twins below. Shared arrays are declared one per
+source line: the simulator keys them by line.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda, float32, int64, types as _nbtypes, uint8, uint32
+
+try:  # numba-cuda keeps its own config module; fall back to numba's
+    from numba.cuda.core import config as _config
+except ImportError:  # pragma: no cover
+    from numba.core import config as _config
+
+SIM = bool(_config.ENABLE_CUDASIM)
+
+F0 = np.float32(0.0)
+F1 = np.float32(1.0)
+FHALF = np.float32(0.5)
+PI32 = np.float32(np.pi)
+TWO_PI32 = np.float32(2.0 * np.pi)
+FINF = np.float32(np.inf)
+F32_MAX = np.float32(np.finfo(np.float32).max)
+SHARED_ALIGN = None if SIM else 16   # wide shared loads/stores need 16-byte aligned arrays
+U0 = np.uint32(0)
+U8 = np.uint32(8)
+UFF = np.uint32(0xFF)
+
+
+# --------------------------------------------------------------------------
+# Device helpers: LLVM intrinsics on the GPU, plain Python in the simulator
+# --------------------------------------------------------------------------
+if SIM:
+    def ld_u32x4(arr, i):
+        """Four little-endian uint32 words from bytes arr[i:i+16] (i 16-byte aligned)."""
+        w = [0, 0, 0, 0]
+        for k in range(16):
+            w[k >> 2] |= int(arr[i + k]) << (8 * (k & 3))
+        return np.uint32(w[0]), np.uint32(w[1]), np.uint32(w[2]), np.uint32(w[3])
+
+    def ld_u32(arr, i):
+        """One little-endian uint32 word from bytes arr[i:i+4] (i 4-byte aligned)."""
+        w = 0
+        for k in range(4):
+            w |= int(arr[i + k]) << (8 * k)
+        return np.uint32(w)
+
+    def lds_f32(arr, i):
+        return np.float32(arr[i])
+
+    def lds_f32x2(arr, i):
+        return np.float32(arr[i]), np.float32(arr[i + 1])
+
+    def lds_f32x4(arr, i):
+        return (np.float32(arr[i]), np.float32(arr[i + 1]),
+                np.float32(arr[i + 2]), np.float32(arr[i + 3]))
+
+    def ldg_f32(arr, i):
+        return np.float32(arr[i])
+
+    def ldg(arr, i):
+        return arr[i]
+
+    def stg(arr, i, v):
+        arr[i] = v
+
+    def sts_f32x2(arr, i, a, b):
+        arr[i] = a
+        arr[i + 1] = b
+
+    def lds_h1(arr, i):
+        return np.float32(arr[i])
+
+    def lds_h2(arr, i):
+        return np.float32(arr[i]), np.float32(arr[i + 1])
+
+    def lds_h4(arr, i):
+        return (np.float32(arr[i]), np.float32(arr[i + 1]),
+                np.float32(arr[i + 2]), np.float32(arr[i + 3]))
+
+    def sts_h1(arr, i, a):
+        arr[i] = np.float16(a)
+
+    def sts_h2(arr, i, a, b):
+        arr[i] = np.float16(a)
+        arr[i + 1] = np.float16(b)
+
+    def sts_h4(arr, i, a, b, c, d):
+        arr[i] = np.float16(a)
+        arr[i + 1] = np.float16(b)
+        arr[i + 2] = np.float16(c)
+        arr[i + 3] = np.float16(d)
+
+    def f32_bits(u):
+        return np.array([u], dtype=np.uint32).view(np.float32)[0]
+
+    def fast_sin(x):
+        return np.float32(math.sin(float(x)))
+
+    def fast_cos(x):
+        return np.float32(math.cos(float(x)))
+
+    def fma(a, b, c):
+        return np.float32(np.float32(a) * np.float32(b) + np.float32(c))
+
+else:
+    from llvmlite import ir
+    from numba import types
+    from numba.cuda import cgutils, libdevice
+    from numba.cuda.extending import intrinsic
+
+    _I32 = ir.IntType(32)
+
+    def _item_ptr(context, builder, arrty, arr, idxty, idx):
+        """Generic pointer to element idx of a 1-D array, no wraparound or bounds check."""
+        ary = context.make_array(arrty)(context, builder, value=arr)
+        idx = context.cast(builder, idx, idxty, types.intp)
+        return cgutils.get_item_pointer(context, builder, arrty, ary, [idx], wraparound=False)
+
+    def _vec_ptr(builder, ptr, elem, n, space):
+        vty = ir.VectorType(elem, n) if n > 1 else elem
+        ptr = builder.bitcast(ptr, ir.PointerType(vty))
+        return builder.addrspacecast(ptr, ir.PointerType(vty, space))
+
+    def _vector_load(elem_ll, elem_nb, n, space, align, widen=None):
+        """Intrinsic: n consecutive elements as one load from `space` (1 global, 3 shared)."""
+        out = types.float32 if widen else elem_nb
+
+        @intrinsic
+        def load(typingctx, arr, idx):
+            sig = (types.UniTuple(out, n) if n > 1 else out)(arr, idx)
+
+            def codegen(context, builder, sig, args):
+                ptr = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+                v = builder.load(_vec_ptr(builder, ptr, elem_ll, n, space), align=align)
+                if n == 1:
+                    return builder.fpext(v, ir.FloatType()) if widen else v
+                vals = [builder.extract_element(v, ir.Constant(_I32, k)) for k in range(n)]
+                if widen:
+                    vals = [builder.fpext(x, ir.FloatType()) for x in vals]
+                return context.make_tuple(builder, sig.return_type, vals)
+
+            return sig, codegen
+
+        return load
+
+    def _vector_store(elem_ll, n, align, narrow=False):
+        """Intrinsic: store n float32 values (as float16 if narrow) as one shared store."""
+
+        def codegen(context, builder, sig, args):
+            ptr = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+            xs = [context.cast(builder, a, t, types.float32) for a, t in zip(args[2:], sig.args[2:])]
+            if narrow:
+                xs = [builder.fptrunc(x, elem_ll) for x in xs]
+            if n == 1:
+                v = xs[0]
+            else:
+                v = ir.Constant(ir.VectorType(elem_ll, n), ir.Undefined)
+                for k, x in enumerate(xs):
+                    v = builder.insert_element(v, x, ir.Constant(_I32, k))
+            builder.store(v, _vec_ptr(builder, ptr, elem_ll, n, 3), align=align)
+            return context.get_dummy_value()
+
+        if n == 1:
+            @intrinsic
+            def store(typingctx, arr, idx, a):
+                return types.void(arr, idx, a), codegen
+        elif n == 2:
+            @intrinsic
+            def store(typingctx, arr, idx, a, b):
+                return types.void(arr, idx, a, b), codegen
+        else:
+            @intrinsic
+            def store(typingctx, arr, idx, a, b, c, d):
+                return types.void(arr, idx, a, b, c, d), codegen
+        return store
+
+    _F = ir.FloatType()
+    _H = ir.HalfType()
+    ld_u32x4 = _vector_load(_I32, types.uint32, 4, 1, 16)
+    ld_u32 = _vector_load(_I32, types.uint32, 1, 1, 4)
+    lds_f32 = _vector_load(_F, types.float32, 1, 3, 4)
+    lds_f32x2 = _vector_load(_F, types.float32, 2, 3, 8)
+    lds_f32x4 = _vector_load(_F, types.float32, 4, 3, 16)
+    ldg_f32 = _vector_load(_F, types.float32, 1, 1, 4)
+    lds_h1 = _vector_load(_H, types.float16, 1, 3, 2, widen=True)
+    lds_h2 = _vector_load(_H, types.float16, 2, 3, 4, widen=True)
+    lds_h4 = _vector_load(_H, types.float16, 4, 3, 8, widen=True)
+    sts_f32x2 = _vector_store(_F, 2, 8)
+    sts_h1 = _vector_store(_H, 1, 2, narrow=True)
+    sts_h2 = _vector_store(_H, 2, 4, narrow=True)
+    sts_h4 = _vector_store(_H, 4, 8, narrow=True)
+
+    @intrinsic
+    def ldg(typingctx, arr, idx):
+        """arr[idx] of a 1-D array without the negative-index wraparound of numba indexing."""
+        sig = arr.dtype(arr, idx)
+
+        def codegen(context, builder, sig, args):
+            return builder.load(_item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1]))
+
+        return sig, codegen
+
+    @intrinsic
+    def stg(typingctx, arr, idx, val):
+        """arr[idx] = val (cast to arr's dtype) without wraparound."""
+        sig = types.void(arr, idx, val)
+
+        def codegen(context, builder, sig, args):
+            ptr = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+            builder.store(context.cast(builder, args[2], sig.args[2], sig.args[0].dtype), ptr)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
+    def f32_bits(typingctx, u):
+        """The float32 whose bit pattern is the uint32 u."""
+        sig = types.float32(types.uint32)
+
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], ir.FloatType())
+
+        return sig, codegen
+
+    @cuda.jit(device=True, inline=True)
+    def fast_sin(x):
+        return libdevice.fast_sinf(x)            # sin.approx.f32
+
+    @cuda.jit(device=True, inline=True)
+    def fast_cos(x):
+        return libdevice.fast_cosf(x)            # cos.approx.f32
+
+    @cuda.jit(device=True, inline=True)
+    def fma(a, b, c):
+        return cuda.fma(a, b, c)
+
+
+def _f32(x):
+    return np.float32(x)
+
+
+# --------------------------------------------------------------------------
+# Encode: polar form, group ranges, codes
+# --------------------------------------------------------------------------
+# atan(a) = a + a * t * P(t), t = a*a, on [0, 1]: weighted least-squares fit
+# for relative error (1.7e-8 in float64; 1.2 float32 ulp when evaluated in
+# float32 with FMA, checked on 2e6 points).
+ATAN_C = tuple(np.float32(c) for c in (
+    -0.33333153, 0.19993776, -0.14211081, 0.10666122,
+    -0.07552492, 0.04321545, -0.01637031, 0.00292133))
+ATAN_C0, ATAN_C1, ATAN_C2, ATAN_C3, ATAN_C4, ATAN_C5, ATAN_C6, ATAN_C7 = ATAN_C
+HALF_PI32 = np.float32(np.pi / 2)
+
+
+@cuda.jit(device=True, inline=True)
+def polar32(x, y):
+    """(r, phi) of float32 x, y: r = hypot, phi = atan2 taken into [0, 2*pi).
+
+    One division serves both: a = min/max of |x|, |y|; r = max * sqrt(1 + a*a)
+    (no overflow or underflow of squares), atan by the polynomial above, then
+    the octant reflections. Signed zeros follow numpy's arctan2 (x = -0.0
+    counts as negative), then -0 -> +0 and 2*pi -> 0 as in the golden model.
+    Error: r about 2 ulp, phi about 2 ulp of max(phi, pi/2).
+    """
+    ax = abs(x)
+    ay = abs(y)
+    mx = max(ax, ay)
+    mn = min(ax, ay)
+    a = F0
+    if mx > F0:
+        a = mn / mx
+    t = a * a
+    r = mx * math.sqrt(fma(a, a, F1))
+    p = fma(ATAN_C7, t, ATAN_C6)
+    p = fma(p, t, ATAN_C5)
+    p = fma(p, t, ATAN_C4)
+    p = fma(p, t, ATAN_C3)
+    p = fma(p, t, ATAN_C2)
+    p = fma(p, t, ATAN_C1)
+    p = fma(p, t, ATAN_C0)
+    phi = fma(a * t, p, a)
+    if ay > ax:
+        phi = HALF_PI32 - phi
+    if x < F0 or (x == F0 and math.copysign(F1, x) < F0):
+        phi = PI32 - phi
+    if y < F0:
+        phi = TWO_PI32 - phi                  # atan2 < 0 taken into [0, 2*pi)
+    phi = phi + F0                            # -0 -> +0
+    if phi >= TWO_PI32:
+        phi = F0
+    return r, phi
+
+
+@lru_cache(maxsize=None)
+def encode_kernel(r_bits: int, t_bits: int, pairs_per_block: int, slots: int, tokens_per_thread: int,
+                  split: bool = True):
+    """Kernel factory. Block (pairs_per_block * slots threads) = one group x pair tile.
+
+    grid (n_groups * BH, ceil(P / pairs_per_block)). Thread (slot s, lane jl)
+    handles pair j = tile * pairs_per_block + jl for tokens s, s + slots, ...
+    (tokens_per_thread of them, kept in registers): pass 1 computes r, phi and
+    the thread's min/max, a shared-memory reduction over the slots gives the
+    group's range, pass 2 writes codes. A warp reads 32 consecutive pairs of
+    one token (coalesced). split=False writes only the packed index (the
+    paper's storage), not rho and theta.
+    """
+    PT, CH, TC = pairs_per_block, slots, tokens_per_thread
+    CHPT = CH * PT
+    SPLIT = bool(split)
+    SCALE_R = _f32(2.0 ** -r_bits)
+    SCALE_T = _f32(2.0 ** -t_bits)
+    TOP_R = _f32((1 << r_bits) - 1)
+    TOP_T = _f32((1 << t_bits) - 1)
+    TB = np.uint32(t_bits)
+
+    @cuda.jit
+    def polar_encode(keys, length, d, x_stride, y_offset, group_size, index, rho_out, theta_out,
+                     r_min, r_step, phi_min, phi_step, flags):
+        # keys (BH * L * d,) any real float dtype, contiguous
+        # index, rho_out, theta_out (BH * Lq * P,) uint8; r_min.. (BH * n * P,) float32
+        # flags (1,) int32: set to 1 when a radius or step overflows float32
+        n_pairs = d // 2
+        n_groups = length // group_size
+        g = cuda.blockIdx.x % n_groups
+        bh = cuda.blockIdx.x // n_groups
+        tid = cuda.threadIdx.x
+        jl = tid % PT
+        slot = tid // PT
+        j = cuda.blockIdx.y * PT + jl
+        active = j < n_pairs
+        rv = cuda.local.array(TC, float32)
+        pv = cuda.local.array(TC, float32)
+        lo_r = FINF
+        hi_r = -FINF
+        lo_p = FINF
+        hi_p = -FINF
+        kbase = (int64(bh) * length + g * group_size) * d + j * x_stride   # x of pair j, token 0
+        for u in range(TC):
+            t = slot + u * CH
+            rv[u] = F0
+            pv[u] = F0
+            if active and t < group_size:
+                tok = g * group_size + t
+                x = float32(ldg(keys, kbase + t * d))
+                y = float32(ldg(keys, kbase + t * d + y_offset))
+                r, p = polar32(x, y)
+                rv[u] = r
+                pv[u] = p
+                lo_r = min(lo_r, r)
+                hi_r = max(hi_r, r)
+                lo_p = min(lo_p, p)
+                hi_p = max(hi_p, p)
+        red_lo_r = cuda.shared.array(CHPT, float32)
+        red_hi_r = cuda.shared.array(CHPT, float32)
+        red_lo_p = cuda.shared.array(CHPT, float32)
+        red_hi_p = cuda.shared.array(CHPT, float32)
+        stg(red_lo_r, tid, lo_r)
+        stg(red_hi_r, tid, hi_r)
+        stg(red_lo_p, tid, lo_p)
+        stg(red_hi_p, tid, hi_p)
+        cuda.syncthreads()
+        for s in range(CH):
+            lo_r = min(lo_r, ldg(red_lo_r, s * PT + jl))
+            hi_r = max(hi_r, ldg(red_hi_r, s * PT + jl))
+            lo_p = min(lo_p, ldg(red_lo_p, s * PT + jl))
+            hi_p = max(hi_p, ldg(red_hi_p, s * PT + jl))
+        if not active:
+            return
+        step_r = (hi_r - lo_r) * SCALE_R
+        step_p = (hi_p - lo_p) * SCALE_T
+        if slot == 0:
+            o = (int64(bh) * n_groups + g) * n_pairs + j
+            stg(r_min, o, lo_r)
+            stg(r_step, o, step_r)
+            stg(phi_min, o, lo_p)
+            stg(phi_step, o, step_p)
+            if not (hi_r <= F32_MAX and step_r <= F32_MAX):
+                flags[0] = 1
+        inv_r = F0
+        if step_r > F0:
+            inv_r = F1 / step_r
+        inv_p = F0
+        if step_p > F0:
+            inv_p = F1 / step_p
+        lq = n_groups * group_size
+        for u in range(TC):
+            t = slot + u * CH
+            if t < group_size:
+                cr = (rv[u] - lo_r) * inv_r          # position in bins; 0 for a zero range
+                if not (cr > F0):
+                    cr = F0
+                if cr > TOP_R:
+                    cr = TOP_R
+                ct = (pv[u] - lo_p) * inv_p
+                if not (ct > F0):
+                    ct = F0
+                if ct > TOP_T:
+                    ct = TOP_T
+                rho = uint32(cr)                       # truncation = floor for cr >= 0
+                theta = uint32(ct)
+                o = (int64(bh) * lq + g * group_size + t) * n_pairs + j
+                stg(index, o, uint8((rho << TB) | theta))
+                if SPLIT:
+                    stg(rho_out, o, uint8(rho))
+                    stg(theta_out, o, uint8(theta))
+
+    return polar_encode
+
+
+# --------------------------------------------------------------------------
+# Scores: angle tables per group, then gather-multiply-add per token
+# --------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def scores_kernel(n_pairs: int, r_bits: int, t_bits: int, heads: int, half: bool,
+                  threads: int, tokens_per_thread: int, pairs_per_chunk: int, load_bytes: int,
+                  max_registers: int = 0):
+    """Kernel factory for table-based scoring of the quantized tokens.
+
+    grid (n_groups * BH, M // heads), block `threads`. One block = one group
+    of one KV head and `heads` (NH) of its M query heads. Per chunk of
+    `pairs_per_chunk` pairs the block builds
+        rad[jj]        = (2**r_bits * r_step, r_min + r_step/2 - 2**r_bits * r_step)
+        tab[jj, t, m]  = qx_m cos(phi_hat_t) + qy_m sin(phi_hat_t)
+    and each thread scores `tokens_per_thread` tokens (t, t + threads, ...)
+    with `load_bytes`-wide index loads (16: uint32x4, 4: uint32, 1: bytes).
+    The radius of code rho is fma(1 + rho / 2**r_bits, rad0, rad1): the float
+    1 + rho/2**r_bits is built by OR-ing rho into the mantissa of 1.0.
+    max_registers > 0 caps registers per thread (more resident warps).
+    """
+    P, NH, NT, TPT, PCH, VW = n_pairs, heads, threads, tokens_per_thread, pairs_per_chunk, load_bytes
+    assert P % PCH == 0 and PCH % VW == 0 and NH in (1, 2, 4)
+    NCHUNK = P // PCH
+    NTAB = 1 << t_bits
+    TB = np.uint32(t_bits)
+    TMASK = np.uint32(NTAB - 1)
+    RMASK = np.uint32((1 << r_bits) - 1)
+    RSHIFT = np.uint32(23 - r_bits)
+    RSCALE = _f32(2.0 ** r_bits)
+    HALF = bool(half)
+    if HALF:
+        EW, NSUB = NH, 1                 # one entry = NH float16 values
+    else:
+        EW = 2 if NH >= 2 else 1         # one entry = 2 float32 (heads 2s, 2s+1)
+        NSUB = NH // EW
+    SUB = PCH * NTAB * EW                # elements per sub-table
+    TABN = NSUB * SUB
+    TAB_T = _nbtypes.float16 if HALF else float32
+    NWORD = max(1, VW // 4)              # uint32 words per load
+    ITEMS = PCH * NTAB                   # table entries per chunk
+    N2P = 2 * PCH                        # shared-array sizes must be constants, not expressions
+    NQ = 2 * NH * PCH
+    jit = cuda.jit(max_registers=max_registers) if (max_registers and not SIM) else cuda.jit
+    NCW = PCH // VW                      # index loads per token and chunk
+    NIT_P = -(-PCH // NT)                # build loops with constant trip counts
+    NIT_Q = -(-(NH * PCH) // NT)
+    NIT_T = -(-ITEMS // NT)
+
+    @cuda.jit(device=True, inline=True)
+    def load_words(index, words, row0, t0, group_size, j, tid):
+        """words[u, :] <- the VW index bytes from pair j on of token t0 + tid + u * NT (0 past the group)."""
+        for u in range(TPT):
+            t = t0 + tid + u * NT
+            for w in range(4):
+                words[u, w] = U0
+            if t < group_size:
+                o = (row0 + t) * P + j
+                if VW == 16:
+                    w0, w1, w2, w3 = ld_u32x4(index, o)
+                    words[u, 0] = w0
+                    words[u, 1] = w1
+                    words[u, 2] = w2
+                    words[u, 3] = w3
+                elif VW == 4:
+                    words[u, 0] = ld_u32(index, o)
+                else:
+                    words[u, 0] = uint32(index[o])
+
+    @jit
+    def polar_scores(index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
+               group_size, n_groups, n_heads, out, out_len, one_bits):
+        # index (BH * Lq * P,) uint8; r_min.. (BH * n * P,) float32
+        # queries (BH * M * d,) float32; out (BH * M * out_len,) float32
+        # one_bits: uint32 0x3F800000 (1.0f), an argument so that it lives in a
+        # register and (x & mask) | one_bits is a single LOP3
+        tab = cuda.shared.array(TABN, TAB_T, alignment=SHARED_ALIGN)
+        rad = cuda.shared.array(N2P, float32, alignment=SHARED_ALIGN)
+        phs = cuda.shared.array(N2P, float32, alignment=SHARED_ALIGN)
+        qst = cuda.shared.array(NQ, float32, alignment=SHARED_ALIGN)
+        g = cuda.blockIdx.x % n_groups
+        bh = cuda.blockIdx.x // n_groups
+        hc = cuda.blockIdx.y
+        tid = cuda.threadIdx.x
+        d = 2 * P
+        lq = int64(n_groups) * group_size
+        row0 = int64(bh) * lq + int64(g) * group_size          # first token row of the group
+        pbase = (int64(bh) * n_groups + g) * P                 # params of the group
+        head0 = int64(bh) * n_heads + hc * NH                  # first query head (global)
+        acc = cuda.local.array((TPT, 4), float32)
+        words = cuda.local.array((TPT, 4), uint32)
+        nxt = cuda.local.array((TPT, 4), uint32)
+        for tile in range(0, group_size, NT * TPT):
+            for u in range(TPT):
+                for m in range(4):
+                    acc[u, m] = F0
+            for ck in range(NCHUNK):
+                j0 = ck * PCH
+                # first index load of this chunk goes out before the table build:
+                # its latency hides behind the build
+                load_words(index, words, row0, tile, group_size, j0, tid)
+                if tile == 0 or NCHUNK > 1:
+                    if NCHUNK > 1:
+                        cuda.syncthreads()                     # last chunk's readers are done
+                    # stage per-pair constants and the block's queries
+                    for it in range(NIT_P):
+                        jj = it * NT + tid
+                        if jj < PCH:
+                            o = pbase + j0 + jj
+                            st = ldg_f32(r_step, o)
+                            rs = st * RSCALE
+                            ps = ldg_f32(phi_step, o)
+                            sts_f32x2(rad, 2 * jj, rs, (ldg_f32(r_min, o) + FHALF * st) - rs)
+                            sts_f32x2(phs, 2 * jj, (ldg_f32(phi_min, o) + FHALF * ps) - PI32, ps)  # phi_hat(0) - pi
+                    for it in range(NIT_Q):
+                        e = it * NT + tid
+                        if e < NH * PCH:
+                            m = e % NH
+                            jj = e // NH
+                            qo = (head0 + m) * d + (j0 + jj) * x_stride
+                            qst[(2 * jj) * NH + m] = -ldg_f32(queries, qo)        # cos(x + pi) = -cos(x)
+                            qst[(2 * jj + 1) * NH + m] = -ldg_f32(queries, qo + y_offset)
+                    cuda.syncthreads()
+                    # angle table, one entry (pair jj, bin t) per thread and step; lanes
+                    # take consecutive entries: stores conflict-free, loads broadcast
+                    for it in range(NIT_T):
+                        e = it * NT + tid
+                        if e < ITEMS:
+                            jj = e >> t_bits
+                            t = e & (NTAB - 1)
+                            base, ps = lds_f32x2(phs, 2 * jj)
+                            x = fma(float32(t), ps, base)
+                            sn = fast_sin(x)
+                            cs = fast_cos(x)
+                            qb = 2 * jj * NH
+                            if NH == 1:
+                                qx0, qy0 = lds_f32x2(qst, qb)
+                                a0 = fma(qy0, sn, qx0 * cs)
+                                if HALF:
+                                    sts_h1(tab, e, a0)
+                                else:
+                                    tab[e] = a0
+                            elif NH == 2:
+                                qx0, qx1 = lds_f32x2(qst, qb)
+                                qy0, qy1 = lds_f32x2(qst, qb + 2)
+                                a0 = fma(qy0, sn, qx0 * cs)
+                                a1 = fma(qy1, sn, qx1 * cs)
+                                if HALF:
+                                    sts_h2(tab, 2 * e, a0, a1)
+                                else:
+                                    sts_f32x2(tab, 2 * e, a0, a1)
+                            else:
+                                qx0, qx1, qx2, qx3 = lds_f32x4(qst, qb)
+                                qy0, qy1, qy2, qy3 = lds_f32x4(qst, qb + 4)
+                                a0 = fma(qy0, sn, qx0 * cs)
+                                a1 = fma(qy1, sn, qx1 * cs)
+                                a2 = fma(qy2, sn, qx2 * cs)
+                                a3 = fma(qy3, sn, qx3 * cs)
+                                if HALF:
+                                    sts_h4(tab, 4 * e, a0, a1, a2, a3)
+                                else:
+                                    sts_f32x2(tab, 2 * e, a0, a1)
+                                    sts_f32x2(tab, SUB + 2 * e, a2, a3)
+                    cuda.syncthreads()
+                # gather-multiply-add over the chunk's pairs, VW pairs per index load;
+                # the next load is issued before this one's pairs are scored
+                for cw in range(NCW):
+                    if cw + 1 < NCW:
+                        load_words(index, nxt, row0, tile, group_size, j0 + (cw + 1) * VW, tid)
+                    for k in range(VW):
+                        jj = cw * VW + k
+                        rs, rc = lds_f32x2(rad, 2 * jj)
+                        for u in range(TPT):
+                            b = words[u, k // 4] >> uint32(8 * (k % 4))
+                            theta = b & TMASK
+                            rho = (b >> TB) & RMASK
+                            r = fma(f32_bits(one_bits | (rho << RSHIFT)), rs, rc)
+                            e = jj * NTAB + theta              # jj constant: an immediate offset
+                            if HALF:
+                                if NH == 4:
+                                    a0, a1, a2, a3 = lds_h4(tab, e * 4)
+                                    acc[u, 0] = fma(r, a0, acc[u, 0])
+                                    acc[u, 1] = fma(r, a1, acc[u, 1])
+                                    acc[u, 2] = fma(r, a2, acc[u, 2])
+                                    acc[u, 3] = fma(r, a3, acc[u, 3])
+                                elif NH == 2:
+                                    a0, a1 = lds_h2(tab, e * 2)
+                                    acc[u, 0] = fma(r, a0, acc[u, 0])
+                                    acc[u, 1] = fma(r, a1, acc[u, 1])
+                                else:
+                                    acc[u, 0] = fma(r, lds_h1(tab, e), acc[u, 0])
+                            else:
+                                if NH == 1:
+                                    acc[u, 0] = fma(r, lds_f32(tab, e), acc[u, 0])
+                                else:
+                                    a0, a1 = lds_f32x2(tab, e * 2)
+                                    acc[u, 0] = fma(r, a0, acc[u, 0])
+                                    acc[u, 1] = fma(r, a1, acc[u, 1])
+                                    if NH == 4:
+                                        a2, a3 = lds_f32x2(tab, SUB + e * 2)
+                                        acc[u, 2] = fma(r, a2, acc[u, 2])
+                                        acc[u, 3] = fma(r, a3, acc[u, 3])
+                    for u in range(TPT):
+                        for w in range(4):
+                            words[u, w] = nxt[u, w]
+            for u in range(TPT):
+                t = tile + tid + u * NT
+                if t < group_size:
+                    for m in range(NH):
+                        out[(head0 + m) * out_len + int64(g) * group_size + t] = acc[u, m]
+
+    return polar_scores
+
+
+@lru_cache(maxsize=None)
+def residual_scores_kernel():
+    """Plain float32 dot products for the residual tokens.
+
+    grid-stride over (BH * M * R) outputs; out[(bh*M + m) * out_len + lq + t].
+    """
+
+    @cuda.jit
+    def residual_scores(queries, residual, n_heads, lq, out, out_len):
+        # queries (BH * M * d,) float32; residual (BH, R, d) any float dtype
+        bhs, n_res, d = residual.shape
+        total = bhs * n_heads * n_res
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for i in range(start, total, stride):
+            t = i % n_res
+            hm = i // n_res                      # bh * M + m
+            bh = hm // n_heads
+            qo = hm * d
+            s = F0
+            for c in range(d):
+                s = fma(queries[qo + c], float32(residual[bh, t, c]), s)
+            out[hm * out_len + lq + t] = s
+
+    return residual_scores
+
+
+# --------------------------------------------------------------------------
+# Decode, packing and small utilities
+# --------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def decode_kernel(t_bits: int):
+    """k_hat of every quantized token: grid-stride over (BH * Lq * P) pairs.
+
+    out (BH, L, d) float32; pair j goes to columns j * x_stride and + y_offset.
+    Accurate (libdevice) sin/cos: decode is not the hot path.
+    """
+    TB = np.uint32(t_bits)
+    TMASK = np.uint32((1 << t_bits) - 1)
+
+    @cuda.jit
+    def polar_decode(index, r_min, r_step, phi_min, phi_step, group_size, n_groups, x_stride, y_offset, out):
+        bhs, length, d = out.shape
+        n_pairs = d // 2
+        lq = n_groups * group_size
+        total = bhs * lq * n_pairs
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for i in range(start, total, stride):
+            j = i % n_pairs
+            row = i // n_pairs                    # bh * Lq + token
+            tok = row % lq
+            bh = row // lq
+            po = (bh * n_groups + tok // group_size) * n_pairs + j
+            b = uint32(index[i])
+            rho = float32(b >> TB)
+            theta = float32(b & TMASK)
+            r = r_min[po] + (rho + FHALF) * r_step[po]
+            p = phi_min[po] + (theta + FHALF) * phi_step[po]
+            out[bh, tok, j * x_stride] = r * math.cos(p)
+            out[bh, tok, j * x_stride + y_offset] = r * math.sin(p)
+
+    return polar_decode
+
+
+@lru_cache(maxsize=None)
+def pack_kernel(t_bits: int):
+    """index = (rho << t_bits) | theta over flat arrays (for codes made elsewhere)."""
+    TB = np.uint32(t_bits)
+
+    @cuda.jit
+    def pack_index(rho, theta, index):
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for i in range(start, index.shape[0], stride):
+            index[i] = uint8((uint32(rho[i]) << TB) | uint32(theta[i]))
+
+    return pack_index
+
+
+@lru_cache(maxsize=None)
+def copy3d_kernel():
+    """out (A, B, C) contiguous, any dtype <- src (A, B, C) any strides, cast to out's dtype."""
+
+    @cuda.jit
+    def copy3d(src, out):
+        a_n, b_n, c_n = src.shape
+        total = a_n * b_n * c_n
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for i in range(start, total, stride):
+            c = i % c_n
+            ab = i // c_n
+            b = ab % b_n
+            a = ab // b_n
+            out[a, b, c] = src[a, b, c]
+
+    return copy3d
+
+
+@lru_cache(maxsize=None)
+def nonfinite_kernel():
+    """counts[0] += NaN/Inf values, counts[1] += finite values beyond float32 range."""
+
+    @cuda.jit
+    def count_nonfinite(src, counts):
+        a_n, b_n, c_n = src.shape
+        total = a_n * b_n * c_n
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        bad = 0
+        big = 0
+        for i in range(start, total, stride):
+            c = i % c_n
+            ab = i // c_n
+            b = ab % b_n
+            a = ab // b_n
+            v = src[a, b, c]
+            if not math.isfinite(v):
+                bad += 1
+            elif abs(v) > F32_MAX:
+                big += 1
+        if bad:
+            cuda.atomic.add(counts, 0, bad)
+        if big:
+            cuda.atomic.add(counts, 1, big)
+
+    return count_nonfinite

@@ -1,0 +1,476 @@
+"""Launchers of the numba.cuda PolarQuant kernels: checks, layouts, grids, copies.
+
+Public functions have the golden signatures (polarref.golden) and raise the
+same errors (they call polarref.checks):
+
+    code = encode(keys, r_bits=4, t_bits=4, group_size=128, pairing="half")
+    keys_hat = decode(code)
+    s = scores(queries, code, table="float32")
+
+Where the data lives decides where the result lives:
+- NumPy in, NumPy out, with golden dtypes: uint8 codes, float64 parameters,
+  scores and decoded keys, the residual verbatim. The arithmetic is float32
+  on the device in either case; float64 here is float32 widened.
+- Device arrays in (numba device arrays, or anything with
+  `__cuda_array_interface__`: torch, cupy): no host copy; the results are
+  numba device arrays: codes uint8, parameters float32, scores and decoded
+  keys float32, the residual in the keys' dtype. `encode` then returns a
+  `DevicePolarCode`, which also carries `packed`, the one-byte index
+  (rho << t_bits) | theta that `scores` and `decode` read; rho and theta are
+  kept beside it for the PolarCode interface (3 bytes per pair on the device).
+- scores: the result is on the device if the queries or the code are.
+
+Checks on device arrays read only dtype and shape on the host; the NaN/Inf
+scan is a device kernel, and only when it finds a bad value is the array
+copied to the host, to raise exactly the golden error. Keys beyond the float32
+range (float64 inputs) raise OverflowError: the kernels compute in float32.
+
+`launch_encode` / `launch_scores` are the kernel-only entry points (prepared
+device arrays in, nothing allocated, no synchronisation) used by the
+benchmark; `scores_config` is the launch configuration they pick.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+from numba import cuda
+
+from polarref.checks import (
+    check_code,
+    check_config,
+    check_keys,
+    check_queries,
+    check_real_array,
+    split_heads,
+)
+from polarref.code import PolarCode
+
+from . import kernels as K
+
+SIM = K.SIM
+TABLE_KINDS = ("float32", "float16")
+TABLE_BYTES_LIMIT = 32 * 1024        # shared memory for one chunk of angle tables
+GRID_STRIDE_BLOCKS = 4 * 132         # grid-stride utility kernels: a few blocks per SM
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+if SIM:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    class _SimDeviceArray(FakeCUDAArray):
+        """The simulator's device array with a plain-tuple shape (its own refuses shape[-1])."""
+
+        @property
+        def shape(self):
+            return tuple(self._ary.shape)
+
+    def _out(a):
+        return _SimDeviceArray(a._ary)
+else:
+    def _out(a):
+        return a
+
+
+def _fast_sim(function):
+    """In the simulator, shorten the GIL switch interval while a public call runs.
+
+    The simulator runs each CUDA thread as a Python thread and polls them from
+    another; with the default 5 ms interval most time goes to hand-overs
+    (5-7x slower on the test shapes). The interval is restored afterwards.
+    """
+    if not SIM:
+        return function
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-4)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            sys.setswitchinterval(old)
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class DevicePolarCode(PolarCode):
+    """A PolarCode on the device, plus the packed index the kernels read.
+
+    packed  uint8 (..., Lq, P)  (rho << t_bits) | theta, one byte per pair and token
+    """
+
+    packed: object = None
+
+
+# --------------------------------------------------------------------------
+# Where arrays live, and device views
+# --------------------------------------------------------------------------
+def is_device_array(a) -> bool:
+    """True for numba device arrays and objects exporting __cuda_array_interface__."""
+    if isinstance(a, np.ndarray):
+        return False
+    return bool(getattr(a, "__cuda_ndarray__", False)) or hasattr(a, "__cuda_array_interface__")
+
+
+def as_device(a):
+    """A numba device array viewing `a` (no copy)."""
+    if getattr(a, "__cuda_ndarray__", False):
+        return a
+    return cuda.as_cuda_array(a)
+
+
+def _prod(shape) -> int:
+    return int(math.prod(shape)) if len(shape) else 1
+
+
+def _view3(a):
+    """(..., X, Y) device array -> (prod(...), X, Y) view, strides kept where possible."""
+    shape = tuple(a.shape)
+    lead = shape[:-2]
+    n = _prod(lead)
+    if SIM or a.is_c_contiguous():
+        return a.reshape(n, *shape[-2:])
+    strides = tuple(a.strides)
+    if len(lead) == 1:
+        return a
+    mergeable = all(strides[i] == strides[i + 1] * shape[i + 1] for i in range(len(lead) - 1))
+    if not mergeable:
+        raise ValueError(
+            f"device array of shape {shape} and strides {strides}: its leading axes cannot be "
+            f"viewed as one axis; pass a contiguous copy"
+        )
+    s0 = strides[len(lead) - 1] if lead else 0
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return DeviceNDArray((n,) + shape[-2:], (s0,) + strides[-2:], a.dtype, gpu_data=a.gpu_data)
+
+
+def _grid_stride(n_items: int, threads: int = 256) -> tuple[int, int]:
+    """(blocks, threads) of a grid-stride kernel; one small block in the simulator."""
+    if SIM:
+        return 1, 16
+    return max(1, min(GRID_STRIDE_BLOCKS, -(-n_items // threads))), threads
+
+
+def _contiguous3(src3, dtype=None):
+    """Contiguous device copy of a 3-D device view, cast to `dtype` (default: keep)."""
+    out = cuda.device_array(tuple(src3.shape), dtype=np.dtype(dtype or src3.dtype))
+    if out.size:
+        grid, block = _grid_stride(out.size)
+        K.copy3d_kernel()[grid, block](src3, out)
+    return out
+
+
+def _pointer(a) -> int:
+    """Device address of a device array's first element (0 in the simulator)."""
+    if SIM:
+        return 0
+    return int(a.__cuda_array_interface__["data"][0])
+
+
+# --------------------------------------------------------------------------
+# Checks on device arrays (the same errors as polarref.checks)
+# --------------------------------------------------------------------------
+def check_device_real(name: str, array, min_ndim: int, layout: str):
+    """check_real_array for a device array without copying it to the host.
+
+    dtype and shape: a zero-stride host stand-in of the same dtype and shape
+    goes through check_real_array, which raises before it would scan values.
+    Values: a device kernel counts NaN/Inf; only then is the array copied to
+    the host and handed to check_real_array, which raises the golden error.
+    """
+    dtype, shape = np.dtype(array.dtype), tuple(array.shape)
+    shape_ok = len(shape) >= min_ndim and shape[-1] >= 2 and shape[-1] % 2 == 0
+    if dtype.kind != "f" or not shape_ok:
+        check_real_array(name, np.broadcast_to(np.zeros((), dtype), shape), min_ndim, layout)
+        raise AssertionError("unreachable: the stand-in must fail the same check")
+    if array.size == 0:
+        return array, 0
+    view = _view3(array) if len(shape) >= 2 else array.reshape(1, 1, shape[0])
+    counts = cuda.to_device(np.zeros(2, dtype=np.int64))
+    grid, block = _grid_stride(array.size)
+    K.nonfinite_kernel()[grid, block](view, counts)
+    bad, big = (int(c) for c in counts.copy_to_host())
+    if bad:
+        host = _contiguous3(view).copy_to_host().reshape(shape)
+        check_real_array(name, host, min_ndim, layout)
+        raise AssertionError("unreachable: check_real_array must raise on non-finite values")
+    return array, big
+
+
+def _check_float32_range(name: str, big: int):
+    if big:
+        raise OverflowError(
+            f"{name}: {big} value(s) beyond the float32 range; the CUDA backend computes in "
+            f"float32 (use the golden model for such inputs)"
+        )
+
+
+def _host_big(array: np.ndarray) -> int:
+    if array.dtype.itemsize <= 4 or array.size == 0:
+        return 0
+    return int(np.count_nonzero(np.abs(array) > F32_MAX))
+
+
+# --------------------------------------------------------------------------
+# Encode
+# --------------------------------------------------------------------------
+def encode_config(n_pairs: int, group_size: int) -> dict:
+    """Block shape of the encode kernel: PT pairs x CH token slots, TC tokens per thread.
+
+    In the simulator every thread is a Python thread: there the slots are cut
+    by 4 (same kernel, more tokens per thread) to keep small tests fast.
+    """
+    pt = min(32, n_pairs)
+    ch = max(1, min(256 // pt, group_size))
+    if SIM:
+        ch = max(1, ch // 4)
+    tc = -(-group_size // ch)
+    return dict(pairs_per_block=pt, slots=ch, tokens_per_thread=tc)
+
+
+def launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta,
+                  r_min, r_step, phi_min, phi_step, flags, config=None):
+    """Kernel only: keys3 (BH, L, d) contiguous device array -> flat outputs (see encode_kernel).
+
+    rho = theta = None writes only the packed index.
+    """
+    bhs, length, d = keys3.shape
+    n_pairs, n_groups = d // 2, length // group_size
+    if bhs * n_groups == 0:
+        return
+    cfg = config or encode_config(n_pairs, group_size)
+    split = rho is not None
+    kern = K.encode_kernel(r_bits, t_bits, cfg["pairs_per_block"], cfg["slots"], cfg["tokens_per_thread"], split)
+    if not split:                       # packed index only: the split outputs are never written
+        rho = theta = index
+    x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
+    grid = (n_groups * bhs, -(-n_pairs // cfg["pairs_per_block"]))
+    kern[grid, cfg["pairs_per_block"] * cfg["slots"]](
+        keys3.reshape(keys3.size), length, d, x_stride, y_offset, group_size, index, rho, theta,
+        r_min, r_step, phi_min, phi_step, flags)
+
+
+@_fast_sim
+def encode(keys, r_bits=4, t_bits=4, group_size=128, pairing="half") -> PolarCode:
+    """keys (..., L, d) -> PolarCode (NumPy in: NumPy out; device in: DevicePolarCode)."""
+    r_bits, t_bits, group_size, pairing = check_config(r_bits, t_bits, group_size, pairing)
+    on_device = is_device_array(keys)
+    if on_device:
+        keys_d, big = check_device_real("keys", as_device(keys), 2, "(..., L, d)")
+        _check_float32_range("encode", big)
+    else:
+        keys_in = check_keys(keys)
+        _check_float32_range("encode", _host_big(keys_in))
+        keys_d = cuda.to_device(np.ascontiguousarray(keys_in))
+    shape = tuple(keys_d.shape)
+    batch, length, d = shape[:-2], shape[-2], shape[-1]
+    n_pairs, n_groups = d // 2, length // group_size
+    lq = n_groups * group_size
+    bhs = _prod(batch)
+    keys3 = _view3(keys_d) if keys_d.size else None
+    if keys3 is not None and not keys3.is_c_contiguous():
+        keys3 = _contiguous3(keys3)          # the kernel reads a flat contiguous array
+
+    index = cuda.device_array(bhs * lq * n_pairs, dtype=np.uint8)
+    rho = cuda.device_array(bhs * lq * n_pairs, dtype=np.uint8)
+    theta = cuda.device_array(bhs * lq * n_pairs, dtype=np.uint8)
+    params = [cuda.device_array(bhs * n_groups * n_pairs, dtype=np.float32) for _ in range(4)]
+    flags = cuda.to_device(np.zeros(1, dtype=np.int32))
+    if keys3 is not None:
+        launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta, *params, flags)
+    if int(flags.copy_to_host()[0]):
+        raise OverflowError("encode: float32 overflow of a radius or bin step; inputs too large in magnitude")
+
+    lq_shape, group_shape = (*batch, lq, n_pairs), (*batch, n_groups, n_pairs)
+    if not on_device:
+        r_min, r_step, phi_min, phi_step = (p.copy_to_host().astype(np.float64).reshape(group_shape)
+                                            for p in params)
+        return PolarCode(rho.copy_to_host().reshape(lq_shape), theta.copy_to_host().reshape(lq_shape),
+                         r_min, r_step, phi_min, phi_step, keys_in[..., lq:, :].copy(),
+                         r_bits, t_bits, group_size, pairing)
+    if keys3 is not None:
+        residual = _contiguous3(keys3[:, lq:, :])
+    else:
+        residual = cuda.device_array((bhs, length - lq, d), dtype=keys_d.dtype)
+    r_min, r_step, phi_min, phi_step = (_out(p.reshape(*group_shape)) for p in params)
+    return DevicePolarCode(_out(rho.reshape(*lq_shape)), _out(theta.reshape(*lq_shape)), r_min, r_step,
+                           phi_min, phi_step, _out(residual.reshape(*batch, length - lq, d)),
+                           r_bits, t_bits, group_size, pairing, packed=_out(index.reshape(*lq_shape)))
+
+
+# --------------------------------------------------------------------------
+# Codes on the device: packed index and float32 parameters, flat
+# --------------------------------------------------------------------------
+def _device_flat(a, dtype):
+    """A contiguous flat device array of `dtype` holding the host or device array a."""
+    if not is_device_array(a):
+        return cuda.to_device(np.ascontiguousarray(np.asarray(a), dtype=dtype).reshape(-1))
+    a = as_device(a)
+    if np.dtype(a.dtype) == np.dtype(dtype) and a.is_c_contiguous():
+        return a.reshape(a.size)
+    shape = tuple(a.shape)
+    if a.size == 0:
+        return cuda.device_array(0, dtype=dtype)
+    view = _view3(a) if len(shape) >= 2 else a.reshape(1, 1, shape[0])
+    return _contiguous3(view, dtype).reshape(a.size)
+
+
+def device_code_arrays(code: PolarCode):
+    """(index, r_min, r_step, phi_min, phi_step) as flat device arrays (uint8, float32 x 4)."""
+    packed = getattr(code, "packed", None)
+    if packed is not None:
+        index = _device_flat(packed, np.uint8)
+    elif not is_device_array(code.rho):
+        rho, theta = np.asarray(code.rho), np.asarray(code.theta)
+        index = _device_flat(((rho.astype(np.uint32) << code.t_bits) | theta).astype(np.uint8), np.uint8)
+    else:
+        rho, theta = _device_flat(code.rho, np.uint8), _device_flat(code.theta, np.uint8)
+        index = cuda.device_array(rho.size, dtype=np.uint8)
+        if index.size:
+            grid, block = _grid_stride(index.size)
+            K.pack_kernel(code.t_bits)[grid, block](rho, theta, index)
+    params = [_device_flat(getattr(code, n), np.float32) for n in ("r_min", "r_step", "phi_min", "phi_step")]
+    return (index, *params)
+
+
+def _code_on_device(code: PolarCode) -> bool:
+    return any(is_device_array(getattr(code, n, None)) for n in ("rho", "packed", "r_min", "residual"))
+
+
+# --------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------
+def scores_config(n_pairs, r_bits, t_bits, group_size, n_heads, table="float32", index_ptr=0,
+                  **overrides) -> dict:
+    """Compile-time configuration of scores_kernel for these shapes (see its docstring)."""
+    half = table == "float16"
+    nh = 4 if n_heads % 4 == 0 else 2 if n_heads % 2 == 0 else 1
+    if n_pairs % 16 == 0 and index_ptr % 16 == 0:
+        vw = 16
+    elif n_pairs % 4 == 0 and index_ptr % 4 == 0:
+        vw = 4
+    else:
+        vw = 1
+    per_pair = (1 << t_bits) * nh * (2 if half else 4)          # table bytes per pair
+    chunks = [c for c in range(vw, n_pairs + 1, vw) if n_pairs % c == 0]
+    fitting = [c for c in chunks if c * per_pair <= TABLE_BYTES_LIMIT]
+    pch = max(fitting) if fitting else min(chunks)
+    tpt = 2 if group_size >= 128 else 1
+    per_thread = -(-group_size // tpt)
+    threads = min(128, per_thread if SIM else 32 * max(1, -(-per_thread // 32)))
+    cfg = dict(n_pairs=n_pairs, r_bits=r_bits, t_bits=t_bits, heads=nh, half=half,
+               threads=threads, tokens_per_thread=tpt, pairs_per_chunk=pch, load_bytes=vw)
+    cfg.update(overrides)
+    return cfg
+
+
+def launch_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, pairing,
+                  n_heads, out, out_len, bhs, n_groups, config):
+    """Kernel only: quantized-token scores into out (BH * M * out_len,) float32."""
+    if bhs * n_groups == 0:
+        return
+    kern = K.scores_kernel(**config)
+    n_pairs = config["n_pairs"]
+    x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
+    grid = (n_groups * bhs, n_heads // config["heads"])
+    kern[grid, config["threads"]](index, r_min, r_step, phi_min, phi_step, queries,
+                                  x_stride, y_offset, group_size, n_groups, n_heads, out, out_len,
+                                  np.uint32(0x3F800000))
+
+
+def launch_residual_scores(queries, residual3, n_heads, lq, out, out_len):
+    """Kernel only: residual-token dot products into out."""
+    total = residual3.shape[0] * n_heads * residual3.shape[1]
+    if total == 0:
+        return
+    grid, block = _grid_stride(total, 128)
+    K.residual_scores_kernel()[grid, block](queries, residual3, n_heads, lq, out, out_len)
+
+
+@_fast_sim
+def scores(queries, code: PolarCode, table="float32"):
+    """Table-based q . k_hat: queries (..., H_q, d) -> (..., H_q, L).
+
+    table="float32" (default) or "float16": the angle tables in shared memory
+    are rounded to float16 (half the shared-memory traffic); products and sums
+    stay float32, so the error bound is the float32 one with the table entries'
+    float16 rounding added (polarref.tolerances.fp16_table_eps).
+    """
+    check_code(code)
+    if table not in TABLE_KINDS:
+        raise ValueError(f"table must be one of {TABLE_KINDS}, got table={table!r}")
+    q_device = is_device_array(queries)
+    if q_device:
+        queries_d, big = check_device_real("queries", as_device(queries), 1, "(..., H_q, d)")
+        q_shape = tuple(queries_d.shape)
+    else:
+        queries_h = check_queries(queries)
+        big = _host_big(queries_h)
+        q_shape = queries_h.shape
+    _check_float32_range("scores", big)
+    outer, h_kv, h_q, squeeze = split_heads(q_shape, code.batch_shape, code.head_dim)
+    n_heads = h_q // h_kv
+    bhs = _prod(outer) * h_kv
+    n_pairs, g = code.n_pairs, code.group_size
+    lq, length = code.n_quantized, code.n_tokens
+    n_groups = lq // g
+    on_device = q_device or _code_on_device(code)
+
+    q_flat = _device_flat(queries_d if q_device else queries_h, np.float32)
+    out = cuda.device_array(bhs * n_heads * length, dtype=np.float32)
+    if bhs * n_groups:
+        index, r_min, r_step, phi_min, phi_step = device_code_arrays(code)
+        cfg = scores_config(n_pairs, code.r_bits, code.t_bits, g, n_heads, table, _pointer(index))
+        launch_scores(index, r_min, r_step, phi_min, phi_step, q_flat, g, code.pairing,
+                      n_heads, out, length, bhs, n_groups, cfg)
+    if length > lq and bhs:
+        res = code.residual
+        res3 = _view3(as_device(res)) if is_device_array(res) else \
+            cuda.to_device(np.ascontiguousarray(res).reshape(bhs, length - lq, code.head_dim))
+        launch_residual_scores(q_flat, res3, n_heads, lq, out, length)
+    result_shape = (*outer, length) if squeeze else (*outer, h_q, length)   # squeeze: H_q == 1
+    if on_device:
+        return _out(out.reshape(*result_shape))
+    result = out.copy_to_host().astype(np.float64).reshape(result_shape)
+    if not np.isfinite(result).all():
+        raise OverflowError("scores: float32 overflow; inputs too large in magnitude")
+    return result
+
+
+# --------------------------------------------------------------------------
+# Decode
+# --------------------------------------------------------------------------
+@_fast_sim
+def decode(code: PolarCode):
+    """PolarCode -> keys_hat (..., L, d): float64 NumPy for a host code, float32 device otherwise."""
+    check_code(code)
+    batch = code.batch_shape
+    bhs, n_pairs, g = _prod(batch), code.n_pairs, code.group_size
+    lq, length, d = code.n_quantized, code.n_tokens, code.head_dim
+    n_groups = lq // g
+    on_device = _code_on_device(code)
+    out = cuda.device_array((bhs, length, d), dtype=np.float32)
+    if bhs * lq:
+        index, r_min, r_step, phi_min, phi_step = device_code_arrays(code)
+        x_stride, y_offset = (1, n_pairs) if code.pairing == "half" else (2, 1)
+        grid, block = _grid_stride(bhs * lq * n_pairs)
+        K.decode_kernel(code.t_bits)[grid, block](index, r_min, r_step, phi_min, phi_step, g, n_groups,
+                                                   x_stride, y_offset, out)
+    if not on_device:
+        quantized = out.copy_to_host()[:, :lq, :].astype(np.float64).reshape(*batch, lq, d)
+        host = np.concatenate([quantized, np.asarray(code.residual, dtype=np.float64)], axis=-2)
+        if not np.isfinite(host).all():
+            raise OverflowError("decode: float32 overflow; inputs too large in magnitude")
+        return host
+    if length > lq and bhs:
+        res3 = _view3(as_device(code.residual))
+        tail = out[:, lq:, :]
+        grid, block = _grid_stride(res3.size)
+        K.copy3d_kernel()[grid, block](res3, tail)
+    return _out(out.reshape(*batch, length, d))

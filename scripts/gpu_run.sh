@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One call on the GPU machine, from the repository root (at most about 9 minutes):
+#   1. numpy 2.4.x from the carried wheel (.whl/, ignored by git: carry it),
+#      because the image's numpy 2.5 breaks numba-cuda (np.row_stack is gone);
+#   2. nvidia-smi and the versions in use;
+#   3. the test suite with the CUDA backend on the real GPU (--gpu);
+#   4. benchmarks.gpu (validate on slices, then time W-GPU), JSON and logs to $OUT.
+# The summary table of the benchmark is the last thing printed.
+# Usage there: bash scripts/gpu_run.sh            (OUT defaults to /tmp/gpu_out)
+#              BENCH_ARGS=--quick bash scripts/gpu_run.sh
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+echo "== nvidia-smi"
+nvidia-smi 2>&1 | tee "$OUT/nvidia-smi.txt" | head -20
+python3 - <<'EOF' 2>&1 | tee "$OUT/versions.txt"
+import platform, numpy, numba, numba_cuda
+from numba import cuda
+print("python", platform.python_version(), "numpy", numpy.__version__, numpy.__file__)
+print("numba", numba.__version__, "numba-cuda", numba_cuda.__version__)
+print("device", cuda.get_current_device().name, cuda.get_current_device().compute_capability)
+EOF
+
+if [ -z "$SKIP_TESTS" ]; then
+  echo "== tests on the GPU (log: $OUT/pytest.log)"
+  timeout 300 python3 -m pytest -x -q tests -m "not slow" --gpu -p no:cacheprovider > "$OUT/pytest.log" 2>&1
+  echo "pytest exit code $?"
+  tail -n 25 "$OUT/pytest.log"
+fi
+
+if [ -n "$PROFILE" ]; then      # PROFILE="scores32 encode16": Nsight Compute on one launch each
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  for what in $PROFILE; do
+    echo "== ncu $what (log: $OUT/ncu_$what.txt)"
+    case $what in scores*) k=polar_scores ;; *) k=polar_encode ;; esac
+    timeout 150 "$NCU" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+      --section WarpStateStats --section Occupancy --section LaunchStats --section InstructionStats \
+      python3 -m benchmarks.gpu --profile "$what" > "$OUT/ncu_$what.txt" 2>&1
+    echo "ncu exit code $?"
+    grep -vE "^ *-+ +-+|^ *$|^    (OPT|INF)|^          " "$OUT/ncu_$what.txt" | cut -c1-110 | tail -n +3 | head -90
+  done
+fi
+
+if [ -z "$SKIP_BENCH" ]; then
+  echo "== benchmark (log: $OUT/bench.log, numbers: $OUT/gpu.json)"
+  timeout 200 python3 -m benchmarks.gpu --json "$OUT/gpu.json" $BENCH_ARGS > "$OUT/bench.log" 2>&1
+  echo "benchmark exit code $?"
+  tail -n 60 "$OUT/bench.log"
+fi
