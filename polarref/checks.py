@@ -135,4 +135,39 @@ def check_code(code):
     res_shape = tuple(code.residual.shape)
     if len(res_shape) != len(lq_shape) or res_shape[:-2] != tuple(batch) or res_shape[-1] != 2 * p:
         raise ValueError(f"code.residual must have shape {(*batch, 'L - Lq', 2 * p)}, got {res_shape}")
+    check_code_values(code)
     return code
+
+
+def array_dtype(array) -> np.dtype:
+    """The NumPy dtype of a NumPy, numba-device, cupy or torch array."""
+    try:
+        return np.dtype(array.dtype)
+    except TypeError:   # torch dtypes are not NumPy's; the CUDA array interface says it plainly
+        return np.dtype(array.__cuda_array_interface__["typestr"])
+
+
+def check_code_values(code):
+    """rho and theta are uint8 and below 2**r_bits, 2**t_bits.
+
+    A code out of range would index past a table: the golden model would
+    raise IndexError, a kernel would mask it or read garbage. Host codes are
+    checked once per PolarCode object (one pass over the codes, remembered on
+    the object: change its arrays in place afterwards and you are on your
+    own); device-resident codes are not read back to be checked.
+    """
+    fields = (("rho", "r_bits", code.r_bits), ("theta", "t_bits", code.t_bits))
+    for name, _, _ in fields:
+        dtype = array_dtype(getattr(code, name))
+        if dtype != np.uint8:
+            raise TypeError(f"code.{name} must be uint8 codes, got dtype {dtype}")
+    if getattr(code, "_values_checked", False):
+        return
+    for name, bits_name, bits in fields:
+        codes = getattr(code, name)
+        if isinstance(codes, np.ndarray) and codes.size:
+            top = int(codes.max())
+            if top >= 2**bits:
+                raise ValueError(f"code.{name} holds {top}, out of range for {bits_name}={bits} "
+                                 f"(codes 0..{2**bits - 1})")
+    object.__setattr__(code, "_values_checked", True)   # PolarCode is frozen; this is a cache, not a field

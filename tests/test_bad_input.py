@@ -73,6 +73,32 @@ def test_decode_rejects_non_code(backend):
     expect_error(lambda: backend.decode(KEYS), TypeError, ["code", "PolarCode"])
 
 
+def tampered(field, value):
+    """A code from encode with one field replaced: codes past the top bin, or not uint8."""
+    from dataclasses import replace
+
+    code = polarref.encode(KEYS, r_bits=3, t_bits=2, group_size=16)
+    return replace(code, **{field: value(getattr(code, field))})
+
+
+BAD_CODES = [
+    ("rho_too_big", "rho", lambda a: with_value(a, (1, 5, 2), 8), ValueError, ["code.rho", "8", "r_bits=3"]),
+    ("theta_too_big", "theta", lambda a: with_value(a, (0, 0, 0), 255), ValueError,
+     ["code.theta", "255", "t_bits=2"]),
+    ("rho_int64", "rho", lambda a: a.astype(np.int64), TypeError, ["code.rho", "int64"]),
+]
+
+
+@pytest.mark.parametrize("operation", ["decode", "scores"])
+@pytest.mark.parametrize("case_id, field, value, kind, words", BAD_CODES, ids=[c[0] for c in BAD_CODES])
+def test_bad_codes_rejected(backend, operation, case_id, field, value, kind, words):
+    """Codes out of range would index past a table: an error, never a masked or garbage read."""
+    backend, *_ = backend
+    code = tampered(field, value)
+    call = (lambda: backend.decode(code)) if operation == "decode" else (lambda: backend.scores(QUERIES, code))
+    expect_error(call, kind, words)
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_low_precision_keys_accepted(backend, dtype):
     """float16 / float32 keys are accepted; the golden model computes in float64."""
