@@ -49,7 +49,8 @@ def cmd_demo(args) -> int:
     print(f"group size G={args.group_size}, pairing={args.pairing}\n")
     dense = polarref.dense_scores(queries, keys)
     spread = dense.std(axis=-1, keepdims=True)
-    header = f"{'bits':6} {'bits/elem':>9} {'vs fp16':>7} {'key rel err':>11} {'score err/spread':>16} {'table=decode':>12}"
+    header = (f"{'bits':6} {'bits/elem':>9} {'packed':>6} {'vs fp16':>7} {'key rel err':>11} "
+              f"{'score err/spread':>16} {'table=decode':>12}")
     print(header)
     print("-" * len(header))
     for r_bits, t_bits in args.bits:
@@ -64,9 +65,12 @@ def cmd_demo(args) -> int:
         score_err = np.sqrt(np.mean(((s - dense) / spread)[..., :lq] ** 2))
         agree = np.abs(s - polarref.dense_scores(queries, keys_hat)).max() / np.abs(dense).max()
         bits = code.bits_per_pair() / 2  # per element: two elements a pair
-        print(f"r{r_bits}t{t_bits:<4} {bits:9.3f} {16 / bits:6.2f}x {key_err:11.4f} {score_err:16.4f} "
+        packed = code.bits_per_pair(packed=True) / 2
+        print(f"r{r_bits}t{t_bits:<4} {bits:9.3f} {packed:6.3f} {16 / packed:6.2f}x {key_err:11.4f} {score_err:16.4f} "
               f"{agree:12.1e}   ({elapsed:.2f} s)")
-    print("\nkey rel err = ||k_hat - k|| / ||k||; score err = RMS(s - q.k) / std over tokens of q.k;")
+    print("\nbits/elem: as stored (one byte per pair) and packed (r_bits + t_bits per pair), fp16 "
+          "parameters included; vs fp16: compression of the packed form.")
+    print("key rel err = ||k_hat - k|| / ||k||; score err = RMS(s - q.k) / std over tokens of q.k;")
     print("table=decode = max |table score - q . decode(code)| / max |q.k| (float64 rounding).")
     print("\nbackends:")
     for line in backend_status():

@@ -63,13 +63,16 @@ class PolarCode:
         rho, theta = np.asarray(self.rho), np.asarray(self.theta)
         return ((rho << self.t_bits) | theta).astype(np.uint8)
 
-    def bits_per_pair(self, param_bits: int = 16) -> float:
+    def bits_per_pair(self, param_bits: int = 16, packed: bool = False) -> float:
         """Storage per quantized pair and token, parameters amortised over the group.
 
-        One byte per pair-token as the paper stores it, plus four parameters
-        of `param_bits` each per group and pair (fp16 in the paper).
+        One byte per pair-token as the paper stores it (packed=False), or
+        r_bits + t_bits with the codes packed without padding (packed=True),
+        plus four parameters of `param_bits` each per group and pair (fp16 in
+        the paper).
         """
-        return 8.0 + 4.0 * param_bits / self.group_size
+        index_bits = self.r_bits + self.t_bits if packed else 8
+        return index_bits + 4.0 * param_bits / self.group_size
 
     def to_numpy(self) -> "PolarCode":
         """The same code with every array on the host (a no-op for NumPy arrays)."""
