@@ -24,13 +24,14 @@ __all__ = ["encode", "decode", "scores", "DevicePolarCode", "is_device_array", "
 class _HalfTables:
     """The scoring kernel with float16 angle tables, as a backend of its own.
 
-    `polarref verify --backend cuda-fp16` judges it with tolerances derived
-    from float16 eps (polarref.tolerances): conservative, since only the table
-    entries are float16 and the products and sums stay float32. It offers only
-    `scores`; encode and decode are the float32 ones of `cuda_kernels`.
+    `polarref verify --backend cuda-fp16` judges it with the float32 score
+    tolerance plus the rounding of every table entry to float16
+    (polarref.tolerances.table_entry_bound): products and sums stay float32.
+    It offers only `scores`; encode and decode are the ones of `cuda_kernels`.
     """
 
-    WORKING_DTYPE = "float16"
+    WORKING_DTYPE = "float32"
+    TABLE_DTYPE = "float16"
 
     @staticmethod
     def scores(queries, code):

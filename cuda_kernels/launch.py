@@ -400,7 +400,7 @@ def scores(queries, code: PolarCode, table="float32"):
     table="float32" (default) or "float16": the angle tables in shared memory
     are rounded to float16 (half the shared-memory traffic); products and sums
     stay float32, so the error bound is the float32 one with the table entries'
-    float16 rounding added (polarref.tolerances.fp16_table_eps).
+    float16 rounding added (polarref.tolerances.table_entry_bound).
     """
     check_code(code)
     if table not in TABLE_KINDS:

@@ -7,7 +7,8 @@
     pkg.mod:obj   any third-party object or module with any subset of the three
 
 A backend may say the precision it computes in as WORKING_DTYPE (float32 if
-it says nothing); tolerances are derived from that dtype's eps.
+it says nothing), and as TABLE_DTYPE a coarser precision its angle-table
+entries are stored in (float16 tables); tolerances are derived from their eps.
 """
 from __future__ import annotations
 
@@ -41,4 +42,6 @@ def load_backend(name: str):
     if not found:
         raise ValueError(f"backend {name!r} offers none of {OPERATIONS}")
     working = getattr(obj, "WORKING_DTYPE", np.float32)
-    return SimpleNamespace(name=name, working_dtype=np.dtype(working), **found)
+    table = getattr(obj, "TABLE_DTYPE", None)
+    return SimpleNamespace(name=name, working_dtype=np.dtype(working),
+                           table_dtype=None if table is None else np.dtype(table), **found)

@@ -138,7 +138,8 @@ def cmd_verify(args) -> int:
         print(f"polarref verify: unknown properties {sorted(unknown)}", file=sys.stderr)
         return 2
     limits = SMALL if (args.small or args.simulator) else NORMAL
-    print(f"verifying backend {args.backend!r} (works in {backend.working_dtype}) against the golden "
+    tables = f", angle tables in {backend.table_dtype}" if backend.table_dtype is not None else ""
+    print(f"verifying backend {args.backend!r} (works in {backend.working_dtype}{tables}) against the golden "
           f"model: {args.examples} examples per property, seed {args.seed}\n")
     header = f"{'property':36} {'status':6} {'examples':>8} {'worst err/tol':>13} {'band codes':>10}"
     print(header)

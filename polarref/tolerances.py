@@ -105,6 +105,18 @@ def score_bound(query_weight, radius_scale, angle_scale, n_pairs, eps):
     return MARGIN * eps * per_pair.sum(axis=-1)
 
 
+def table_entry_bound(query_weight, radius_scale, table_eps):
+    """Extra error of a table score whose angle-table entries are stored at precision table_eps.
+
+    An entry A = qx cos(phi) + qy sin(phi) has |A| <= w = |qx| + |qy|;
+    storing it rounds it by at most table_eps * w (round to nearest is
+    table_eps / 2: the factor 2 is spare). The radius multiplies it by at most
+    radius_scale, and the pairs add up. Arithmetic after the lookup is covered
+    by score_bound at the working precision. Doubled.
+    """
+    return MARGIN * table_eps * (radius_scale * query_weight).sum(axis=-1)
+
+
 def dot_bound(abs_dot, length, eps):
     """Bound on a plain dot product of `length` terms done at precision eps.
 
@@ -122,8 +134,3 @@ def decode_bound(radius_scale, r_hat, angle_scale, eps):
     of r_hat. Doubled.
     """
     return MARGIN * eps * (3.0 * radius_scale + r_hat * (2.0 * angle_scale + 2.0))
-
-
-def fp16_table_eps() -> float:
-    """Unit roundoff of a float16 table entry (the CUDA backend's half-table option)."""
-    return EPS16

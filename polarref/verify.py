@@ -68,6 +68,12 @@ def eps_of(backend) -> float:
     return tol.eps_of(getattr(backend, "working_dtype", np.float32))
 
 
+def table_eps_of(backend):
+    """eps of the backend's angle-table entries if it stores them coarser than it computes, else None."""
+    table = getattr(backend, "table_dtype", None)
+    return None if table is None else tol.eps_of(table)
+
+
 def host(array):
     if hasattr(array, "copy_to_host"):
         return array.copy_to_host()
@@ -147,8 +153,12 @@ def check_shapes(code, keys, config: Config):
             raise AssertionError(f"code.{attr} dtype {np.asarray(getattr(code, attr)).dtype}, expected uint8")
 
 
-def score_tolerance(queries, code, eps):
-    """Per-score bound (..., H_q, L) for table scores of `code` at precision eps."""
+def score_tolerance(queries, code, eps, table_eps=None):
+    """Per-score bound (..., H_q, L) for table scores of `code` at precision eps.
+
+    table_eps: the precision the angle-table entries are stored in, when it
+    is coarser than eps (float16 tables); None when the tables are at eps.
+    """
     q = np.asarray(queries, np.float64)
     squeeze = q.ndim == 1
     if squeeze:
@@ -163,6 +173,8 @@ def score_tolerance(queries, code, eps):
     a_scale = np.repeat(tol.value_scale(phi_min, phi_step, code.t_bits), g, axis=-2)
     table = tol.score_bound(weight, r_scale[..., None, :, :], a_scale[..., None, :, :],
                             code.n_pairs, eps)                                       # (..., H_kv, M, Lq)
+    if table_eps is not None:
+        table = table + tol.table_entry_bound(weight, r_scale[..., None, :, :], table_eps)
     abs_dot = np.abs(q).reshape(*q.shape[:-2], h_kv, h_q // h_kv, -1) @ \
         np.swapaxes(np.abs(residual.astype(np.float64)), -1, -2)
     tail = tol.dot_bound(abs_dot, code.head_dim, eps)
@@ -247,7 +259,7 @@ def table_scores_match_decode(backend, case):
     code = encode_with(backend, case.keys, case.config)
     got = host(backend.scores(case.queries, code))
     want = golden.dense_scores(case.queries, golden.decode(code))
-    bound = score_tolerance(case.queries, code, eps_of(backend)) + \
+    bound = score_tolerance(case.queries, code, eps_of(backend), table_eps_of(backend)) + \
         score_tolerance(case.queries, code, tol.EPS64)
     return within("table score vs q . decode(code)", np.abs(got - want), bound)
 
@@ -372,7 +384,7 @@ def gqa_matches_repeated_kv(backend, case):
     code_rep = encode_with(backend, np.repeat(case.keys, rep, axis=-3), cfg)
     got = host(backend.scores(case.queries, code))
     want = host(backend.scores(case.queries, code_rep))
-    bound = 2 * score_tolerance(case.queries, code, eps_of(backend))
+    bound = 2 * score_tolerance(case.queries, code, eps_of(backend), table_eps_of(backend))
     return within("GQA vs repeated KV heads", np.abs(got - want), bound)
 
 
@@ -428,7 +440,7 @@ def matches_golden_scores(backend, case):
     want = golden.scores(case.queries, code)
     if got.shape != want.shape:
         raise AssertionError(f"scores shape {got.shape}, expected {want.shape}")
-    bound = score_tolerance(case.queries, code, eps_of(backend)) + \
+    bound = score_tolerance(case.queries, code, eps_of(backend), table_eps_of(backend)) + \
         score_tolerance(case.queries, code, tol.EPS64)
     return within("scores vs golden", np.abs(got - want), bound)
 

@@ -1,13 +1,14 @@
-"""The CUDA scoring option table="float16": judged with float16-derived tolerances.
+"""The CUDA scoring option table="float16": float32 tolerances plus float16 rounding of each table entry.
 
 Runs on the numba-cuda simulator without --gpu, on the real GPU with it.
 """
 import numpy as np
 import pytest
 
-from polarref import golden, verify
+from polarref import golden, tolerances as tol, verify
 from polarref.backends import load_backend
 from polarref.strategies import NORMAL, SMALL
+from polarref.verify import score_tolerance
 
 SCORE_PROPERTIES = [p for p in verify.PROPERTIES if p.needs == ("scores",)]
 
@@ -20,7 +21,7 @@ def test_scores_properties_are_the_ones_expected():
 @pytest.mark.parametrize("prop", SCORE_PROPERTIES, ids=lambda p: p.name)
 def test_half_tables(prop, request):
     backend = load_backend("cuda-fp16")
-    assert backend.working_dtype == np.float16
+    assert backend.working_dtype == np.float32 and backend.table_dtype == np.float16
     on_gpu = request.config.getoption("--gpu")
     result = verify.run_property(prop, backend, examples=None if on_gpu else 6, seed=0,
                                  limits=NORMAL if on_gpu else SMALL)
@@ -41,6 +42,10 @@ def test_half_tables_really_round_the_tables():
     assert np.abs(s16 - s32).max() > 0
     want = golden.scores(queries, code)
     assert np.abs(s32 - want).max() < np.abs(s16 - want).max()
+    # the float16 term of the tolerance is needed (the float32 one alone fails) and sufficient
+    float32_only = score_tolerance(queries, code, tol.EPS32) + score_tolerance(queries, code, tol.EPS64)
+    assert (np.abs(s16 - want) > float32_only).any()
+    assert (np.abs(s16 - want) <= float32_only + score_tolerance(queries, code, 0.0, tol.EPS16)).all()
 
 
 def test_unknown_table_kind_is_named():
