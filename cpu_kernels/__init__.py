@@ -30,7 +30,8 @@ from polarref.code import PolarCode
 
 from . import kernels
 
-WORKING_DTYPE = np.float32          # scoring precision; encode/decode are float64
+WORKING_DTYPE = np.float32          # scoring precision
+PRECISION = {"encode": np.float64, "decode": np.float64, "scores": np.float32}
 FLOAT32_SAFE = (1e-30, 1e30)        # group score scales float32 tables hold to full precision
 PAIRING_CODE = {"half": kernels.HALF, "interleaved": 1}
 SCORES_KERNELS = {1: kernels.scores_kernel1, 2: kernels.scores_kernel2, 3: kernels.scores_kernel3,
@@ -61,7 +62,7 @@ def scores_version(code: PolarCode, version=None) -> int:
         version = 3
     return version
 
-__all__ = ["encode", "decode", "scores", "WORKING_DTYPE"]
+__all__ = ["encode", "decode", "scores", "WORKING_DTYPE", "PRECISION"]
 
 
 def _heads(shape_lead):
@@ -139,7 +140,7 @@ def decode(code: PolarCode):
                                code.r_bits, code.t_bits, PAIRING_CODE[code.pairing], out)
     if not np.isfinite(out[:, :lq]).all():
         return golden.decode(code)        # float64 overflow: golden raises the same error
-    out[:, lq:] = residual.reshape(h, -1, 2 * p)
+    out[:, lq:] = residual.reshape(h, code.n_tokens - lq, 2 * p)
     return out.reshape(*code.batch_shape, code.n_tokens, 2 * p)
 
 
@@ -193,7 +194,7 @@ def scores(queries, code: PolarCode, version=None):
         kernel(rho, theta, r_min, r_step, phi_min, phi_step, code.r_bits, code.t_bits, qx, qy, out, *extra)
     residual = np.asarray(code.residual)
     if residual.shape[-2]:
-        res = residual.astype(np.float64).reshape(h, -1, 2 * p)    # (H, L - Lq, d)
+        res = residual.astype(np.float64).reshape(h, code.n_tokens - lq, 2 * p)    # (H, L - Lq, d)
         tail = q @ np.swapaxes(res, -1, -2)                          # (H, M, L - Lq)
         if not np.isfinite(tail).all():
             return golden.scores(queries, code)   # raises golden's OverflowError

@@ -7,7 +7,8 @@
     pkg.mod:obj   any third-party object or module with any subset of the three
 
 A backend may say the precision it computes in as WORKING_DTYPE (float32 if
-it says nothing), and as TABLE_DTYPE a coarser precision its angle-table
+it says nothing) or per operation as PRECISION = {"encode": np.float64, ...}
+(operations it leaves out get WORKING_DTYPE), and as TABLE_DTYPE a coarser precision its angle-table
 entries are stored in (float16 tables); tolerances are derived from their eps.
 """
 from __future__ import annotations
@@ -41,7 +42,12 @@ def load_backend(name: str):
     found = {op: getattr(obj, op) for op in OPERATIONS if callable(getattr(obj, op, None))}
     if not found:
         raise ValueError(f"backend {name!r} offers none of {OPERATIONS}")
-    working = getattr(obj, "WORKING_DTYPE", np.float32)
+    working = np.dtype(getattr(obj, "WORKING_DTYPE", np.float32))
+    declared = dict(getattr(obj, "PRECISION", None) or {})
+    unknown = set(declared) - set(OPERATIONS)
+    if unknown:
+        raise ValueError(f"backend {name!r}: PRECISION names unknown operations {sorted(unknown)}")
+    precision = {op: np.dtype(declared.get(op, working)) for op in OPERATIONS}
     table = getattr(obj, "TABLE_DTYPE", None)
-    return SimpleNamespace(name=name, working_dtype=np.dtype(working),
+    return SimpleNamespace(name=name, working_dtype=working, precision=precision,
                            table_dtype=None if table is None else np.dtype(table), **found)

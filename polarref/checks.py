@@ -105,6 +105,8 @@ def split_heads(query_shape: tuple, key_batch_shape: tuple, d_keys: int):
             f"(queries (..., H_q, d) against keys (..., H_kv, L, d)); queries shape "
             f"{tuple(query_shape)}, keys batch shape {tuple(key_batch_shape)}"
         )
+    if h_kv == 0:
+        raise ValueError(f"keys have no KV heads to score against (keys batch shape {tuple(key_batch_shape)})")
     if h_q % h_kv:
         raise ValueError(
             f"the number of query heads must be a multiple of the number of KV heads "
@@ -147,27 +149,50 @@ def array_dtype(array) -> np.dtype:
         return np.dtype(array.__cuda_array_interface__["typestr"])
 
 
-def check_code_values(code):
-    """rho and theta are uint8 and below 2**r_bits, 2**t_bits.
+PARAMETERS = ("r_min", "r_step", "phi_min", "phi_step")
 
-    A code out of range would index past a table: the golden model would
-    raise IndexError, a kernel would mask it or read garbage. Host codes are
-    checked once per PolarCode object (one pass over the codes, remembered on
-    the object: change its arrays in place afterwards and you are on your
-    own); device-resident codes are not read back to be checked.
+
+def check_code_values(code):
+    """Codes uint8 and below 2**r_bits, 2**t_bits; parameters real, finite, steps >= 0.
+
+    A code out of range would index past a table (the golden model would
+    raise IndexError, a kernel would mask it: a silent wrong answer); a NaN
+    parameter would turn scores into NaN. Host arrays are checked on first
+    use of the code and then made read-only, so that the check stays true and
+    later calls skip it (writing through another view of the same memory is
+    the one way around that). Device-resident codes are not read back.
     """
     fields = (("rho", "r_bits", code.r_bits), ("theta", "t_bits", code.t_bits))
     for name, _, _ in fields:
         dtype = array_dtype(getattr(code, name))
         if dtype != np.uint8:
             raise TypeError(f"code.{name} must be uint8 codes, got dtype {dtype}")
+    for name in (*PARAMETERS, "residual"):
+        dtype = array_dtype(getattr(code, name))
+        if dtype.kind != "f":
+            raise TypeError(f"code.{name} must be a real floating array, got dtype {dtype}")
     if getattr(code, "_values_checked", False):
         return
+    arrays = [getattr(code, name) for name in ("rho", "theta", *PARAMETERS, "residual")]
+    if not all(isinstance(a, np.ndarray) for a in arrays):
+        return                                             # on a device: not read back
     for name, bits_name, bits in fields:
         codes = getattr(code, name)
-        if isinstance(codes, np.ndarray) and codes.size:
-            top = int(codes.max())
-            if top >= 2**bits:
-                raise ValueError(f"code.{name} holds {top}, out of range for {bits_name}={bits} "
-                                 f"(codes 0..{2**bits - 1})")
-    object.__setattr__(code, "_values_checked", True)   # PolarCode is frozen; this is a cache, not a field
+        top = int(codes.max(initial=0))
+        if top >= 2**bits:
+            raise ValueError(f"code.{name} holds {top}, out of range for {bits_name}={bits} "
+                             f"(codes 0..{2**bits - 1})")
+    for name in (*PARAMETERS, "residual"):
+        values = getattr(code, name)
+        finite = np.isfinite(values)
+        if not finite.all():
+            first = tuple(int(i) for i in np.argwhere(~finite)[0])
+            raise ValueError(f"code.{name} must be finite, got {values[first]!r} at index {first}")
+    for name in ("r_step", "phi_step"):
+        values = getattr(code, name)
+        if (values < 0).any():
+            first = tuple(int(i) for i in np.argwhere(values < 0)[0])
+            raise ValueError(f"code.{name} must be >= 0, got {values[first]!r} at index {first}")
+    for a in arrays[:-1]:
+        a.setflags(write=False)
+    object.__setattr__(code, "_values_checked", True)   # PolarCode is frozen; a cache, not a field

@@ -95,7 +95,8 @@ def group_range(values, group_size, bits):
 
     step = (max - min) / 2**bits, so the B bins tile [min, max] exactly.
     """
-    grouped = values.reshape(*values.shape[:-2], -1, group_size, values.shape[-1])
+    n = values.shape[-2] // group_size                       # explicit: -1 fails on empty batches
+    grouped = values.reshape(*values.shape[:-2], n, group_size, values.shape[-1])
     lo = grouped.min(axis=-2)
     hi = grouped.max(axis=-2)
     return lo, (hi - lo) / 2.0**bits
@@ -222,7 +223,7 @@ def scores(queries, code: PolarCode):
         q64 = queries.astype(np.float64).reshape(*outer, h_kv, h_q // h_kv, code.head_dim)
         tail = q64 @ np.swapaxes(residual.astype(np.float64), -1, -2)  # (..., H_kv, M, L - Lq)
         tail = _finite(tail, "scores (residual tokens)")
-        result = np.concatenate([quantized, tail.reshape(*outer, h_q, -1)], axis=-1)
+        result = np.concatenate([quantized, tail.reshape(*outer, h_q, code.n_tokens - n * g)], axis=-1)
     return result[..., 0, :] if squeeze else result
 
 

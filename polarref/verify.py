@@ -16,6 +16,7 @@ and the backend has no encode, the golden encode makes it.
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -64,8 +65,16 @@ def prop(name, needs, strategy):
 # --------------------------------------------------------------------------
 # Helpers shared by the checks
 # --------------------------------------------------------------------------
-def eps_of(backend) -> float:
-    return tol.eps_of(getattr(backend, "working_dtype", np.float32))
+def eps_of(backend, *operations) -> float:
+    """eps of the precision the backend does these operations in (the coarsest of them).
+
+    A backend says it per operation (PRECISION = {"encode": ..., ...}) or for
+    all at once (WORKING_DTYPE); judging a float64 operation by float32 eps
+    would hide a slip to float32.
+    """
+    precision = getattr(backend, "precision", {}) or {}
+    default = getattr(backend, "working_dtype", np.float32)
+    return max(tol.eps_of(precision.get(op, default)) for op in operations)
 
 
 def table_eps_of(backend):
@@ -216,7 +225,7 @@ def _half_step(backend, case: Case, which) -> Outcome:
     if which == "angle":                   # angles are circular: 2*pi - tiny is next to 0
         err = np.where(err > np.pi, err - 2 * np.pi, np.where(err < -np.pi, err + 2 * np.pi, err))
     g = case.config.group_size
-    bound = np.repeat(step / 2 + tol.half_step_slack(lo, step, bits, eps_of(backend)), g, axis=-2)
+    bound = np.repeat(step / 2 + tol.half_step_slack(lo, step, bits, eps_of(backend, "encode")), g, axis=-2)
     return within(f"|{which}_hat - {which}| <= step/2", np.abs(err), bound)
 
 
@@ -249,7 +258,7 @@ def extremes_in_end_bins(backend, case):
             want = np.where(step > 0, target, 0)
             outcome = outcome.merge(codes_agree(
                 f"{pick.__name__} bin", np.take_along_axis(got, at, -2)[..., 0, :], want,
-                np.take_along_axis(grouped, at, -2)[..., 0, :], lo, step, bits, eps_of(backend)))
+                np.take_along_axis(grouped, at, -2)[..., 0, :], lo, step, bits, eps_of(backend, "encode")))
     return outcome
 
 
@@ -259,7 +268,7 @@ def table_scores_match_decode(backend, case):
     code = encode_with(backend, case.keys, case.config)
     got = host(backend.scores(case.queries, code))
     want = golden.dense_scores(case.queries, golden.decode(code))
-    bound = score_tolerance(case.queries, code, eps_of(backend), table_eps_of(backend)) + \
+    bound = score_tolerance(case.queries, code, eps_of(backend, "scores"), table_eps_of(backend)) + \
         score_tolerance(case.queries, code, tol.EPS64)
     return within("table score vs q . decode(code)", np.abs(got - want), bound)
 
@@ -269,7 +278,7 @@ def table_scores_match_decode(backend, case):
 def power_of_two_scaling(backend, example):
     """Scaling keys by 2**k keeps the codes and scales r_min and r_step by 2**k."""
     case, k = example
-    cfg, eps = case.config, eps_of(backend)
+    cfg, eps = case.config, eps_of(backend, "encode")
     keys = case.keys.astype(np.float64)
     base = encode_with(backend, keys, cfg)
     scaled = encode_with(backend, keys * 2.0**k, cfg)
@@ -293,7 +302,7 @@ def common_rotation_keeps_theta(backend, example):
     c, s = np.cos(alpha), np.sin(alpha)
     rotated = golden.merge_pairs(c * x - s * y, s * x + c * y, cfg.pairing)
     # The rotation itself rounds (a few float64 ulps on x, y): widen the band by that.
-    eps = eps_of(backend) + tol.VALUE_ULPS * tol.EPS64
+    eps = eps_of(backend, "encode") + tol.VALUE_ULPS * tol.EPS64
     base, turned = encode_with(backend, keys, cfg), encode_with(backend, rotated, cfg)
     ref = golden.encode(keys, **cfg.kwargs())
     r, phi = polar_values(keys, cfg)
@@ -333,7 +342,7 @@ def constant_groups_reconstruct(backend, case):
     r, _ = polar_values(keys, case.config)
     r = np.concatenate([r, r], -1) if case.config.pairing == "half" else np.repeat(r, 2, -1)
     lq = r.shape[-2]
-    eps = eps_of(backend)
+    eps = eps_of(backend, "encode", "decode")
     # r_hat = r_min exactly in exact arithmetic; cos/sin of phi_min <= 2*pi: decode_bound.
     bound = tol.decode_bound(r, r, 2 * np.pi, eps) + tol.MARGIN * tol.VALUE_ULPS * eps * r
     return within("constant group decode", np.abs(got[..., :lq, :] - keys[..., :lq, :]), bound)
@@ -343,7 +352,7 @@ def constant_groups_reconstruct(backend, case):
     lambda c: c.config.r_bits + c.config.t_bits <= 6))
 def nested_bins(backend, case):
     """Codes of b+1 bits refine codes of b bits: code_{b+1} >> 1 == code_b (the bins nest)."""
-    cfg, eps = case.config, eps_of(backend)
+    cfg, eps = case.config, eps_of(backend, "encode")
     fine_cfg = Config(cfg.r_bits + 1, cfg.t_bits + 1, cfg.group_size, cfg.pairing)
     coarse, fine = encode_with(backend, case.keys, cfg), encode_with(backend, case.keys, fine_cfg)
     ref = golden.encode(case.keys, **cfg.kwargs())
@@ -384,14 +393,14 @@ def gqa_matches_repeated_kv(backend, case):
     code_rep = encode_with(backend, np.repeat(case.keys, rep, axis=-3), cfg)
     got = host(backend.scores(case.queries, code))
     want = host(backend.scores(case.queries, code_rep))
-    bound = 2 * score_tolerance(case.queries, code, eps_of(backend), table_eps_of(backend))
+    bound = 2 * score_tolerance(case.queries, code, eps_of(backend, "scores"), table_eps_of(backend))
     return within("GQA vs repeated KV heads", np.abs(got - want), bound)
 
 
 @prop("matches_golden_codes", ["encode"], small_cases())
 def matches_golden_codes(backend, case):
     """encode equals the golden encode: codes outside the boundary band, params to rounding."""
-    cfg, eps = case.config, eps_of(backend)
+    cfg, eps = case.config, eps_of(backend, "encode")
     code = encode_with(backend, case.keys, cfg)
     ref = golden.encode(case.keys, **cfg.kwargs())
     r, phi = polar_values(case.keys, cfg)
@@ -418,7 +427,7 @@ def matches_golden_decode(backend, case):
     got = host(backend.decode(code))
     want = golden.decode(code)
     rho, theta, r_min, r_step, phi_min, phi_step, _ = golden._with_head_axis(code)
-    g, eps = code.group_size, eps_of(backend)
+    g, eps = code.group_size, eps_of(backend, "decode")
     r_scale = np.repeat(tol.value_scale(code.r_min, code.r_step, code.r_bits), g, -2)
     a_scale = np.repeat(tol.value_scale(code.phi_min, code.phi_step, code.t_bits), g, -2)
     r_hat = golden.bin_centers(code.r_min, code.r_step, code.rho)
@@ -440,7 +449,7 @@ def matches_golden_scores(backend, case):
     want = golden.scores(case.queries, code)
     if got.shape != want.shape:
         raise AssertionError(f"scores shape {got.shape}, expected {want.shape}")
-    bound = score_tolerance(case.queries, code, eps_of(backend), table_eps_of(backend)) + \
+    bound = score_tolerance(case.queries, code, eps_of(backend, "scores"), table_eps_of(backend)) + \
         score_tolerance(case.queries, code, tol.EPS64)
     return within("scores vs golden", np.abs(got - want), bound)
 
@@ -459,6 +468,14 @@ class Result:
     notes: list = field(default_factory=list)
 
 
+def _leaf_failures(error) -> list:
+    """The individual exceptions of an exception group (nested or not), or [error]."""
+    inner = getattr(error, "exceptions", None)
+    if not inner:
+        return [error]
+    return [leaf for sub in inner for leaf in _leaf_failures(sub)]
+
+
 def run_property(prop_: Property, backend, examples=None, seed=0, limits: Limits = NORMAL,
                  profile=None) -> Result:
     """Run one property on a backend with Hypothesis; never raises for a failing backend."""
@@ -468,7 +485,10 @@ def run_property(prop_: Property, backend, examples=None, seed=0, limits: Limits
     total = Outcome()
     count = 0
     parent = settings.get_profile(profile) if profile else settings.default
-    overrides = dict(deadline=None, database=None, print_blob=True,
+    # Each property draws its own examples: a seed of its own (derived from its
+    # name), not Hypothesis's derandomization, which keys on the function and
+    # would hand every property the same sequence.
+    overrides = dict(deadline=None, database=None, print_blob=True, derandomize=False,
                      suppress_health_check=list(HealthCheck))
     if examples is not None:
         overrides["max_examples"] = int(examples)
@@ -480,12 +500,12 @@ def run_property(prop_: Property, backend, examples=None, seed=0, limits: Limits
         count += 1
         total = total.merge(prop_.check(backend, example))
 
-    if seed is not None and not parent.derandomize:
-        run = hypothesis_seed(seed)(run)
+    run = hypothesis_seed(zlib.crc32(prop_.name.encode()) + int(seed or 0))(run)
     try:
         run()
     except Exception as error:  # the backend failed (assertion) or crashed: report, don't raise
-        notes = list(getattr(error, "__notes__", []))
-        return Result(prop_.name, "FAIL", count, total.worst, total.band,
-                      f"{type(error).__name__}: {error}", notes)
+        failures = _leaf_failures(error)     # Hypothesis groups distinct failures together
+        message = "; ".join(f"{type(f).__name__}: {f}" for f in failures)
+        notes = [note for f in failures for note in getattr(f, "__notes__", [])]
+        return Result(prop_.name, "FAIL", count, total.worst, total.band, message, notes)
     return Result(prop_.name, "pass", count, total.worst, total.band)

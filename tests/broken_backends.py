@@ -47,3 +47,18 @@ def _encode_unclipped(keys, r_bits=4, t_bits=4, group_size=128, pairing="half"):
 
 
 unclipped_max = SimpleNamespace(WORKING_DTYPE=np.float64, encode=_encode_unclipped)
+
+
+# Bug 4: says it encodes and decodes in float64 but rounds the range starts to float32
+# (a precision regression only a float64 tolerance can see).
+def _rounded(code: PolarCode) -> PolarCode:
+    f32 = lambda a: np.asarray(a, np.float32).astype(np.float64)   # noqa: E731
+    return PolarCode(code.rho, code.theta, f32(code.r_min), code.r_step, f32(code.phi_min), code.phi_step,
+                     code.residual, code.r_bits, code.t_bits, code.group_size, code.pairing)
+
+
+float32_params = SimpleNamespace(
+    PRECISION={"encode": np.float64, "decode": np.float64},
+    encode=lambda *args, **kwargs: _rounded(golden.encode(*args, **kwargs)),
+    decode=lambda code: golden.decode(_rounded(code)),
+)

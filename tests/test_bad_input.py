@@ -86,7 +86,21 @@ BAD_CODES = [
     ("theta_too_big", "theta", lambda a: with_value(a, (0, 0, 0), 255), ValueError,
      ["code.theta", "255", "t_bits=2"]),
     ("rho_int64", "rho", lambda a: a.astype(np.int64), TypeError, ["code.rho", "int64"]),
+    ("nan_r_min", "r_min", lambda a: with_value(a, (0, 1, 2), np.nan), ValueError,
+     ["code.r_min", "nan", "(0, 1, 2)"]),
+    ("negative_phi_step", "phi_step", lambda a: with_value(a, (1, 0, 3), -0.5), ValueError,
+     ["code.phi_step", "-0.5", "(1, 0, 3)"]),
+    ("int_residual", "residual", lambda a: a.astype(np.int64), TypeError, ["code.residual", "int64"]),
 ]
+
+
+def test_checked_code_cannot_be_changed_in_place(backend):
+    """The values check holds after the first call: the code's arrays become read-only."""
+    backend, *_ = backend
+    code = polarref.encode(KEYS, r_bits=3, t_bits=2, group_size=16)
+    backend.scores(QUERIES, code)
+    with pytest.raises(ValueError, match="read-only"):
+        code.rho[0, 0, 0] = 8
 
 
 @pytest.mark.parametrize("operation", ["decode", "scores"])
@@ -97,6 +111,19 @@ def test_bad_codes_rejected(backend, operation, case_id, field, value, kind, wor
     code = tampered(field, value)
     call = (lambda: backend.decode(code)) if operation == "decode" else (lambda: backend.scores(QUERIES, code))
     expect_error(call, kind, words)
+
+
+def test_empty_batches(backend):
+    """Empty leading axes give empty results of the right shape; zero KV heads cannot be scored."""
+    backend, *_ = backend
+    empty = backend.encode(np.zeros((0, 40, 8)), group_size=16)
+    assert np.asarray(empty.rho).shape == (0, 32, 4) and np.asarray(empty.residual).shape == (0, 8, 8)
+    assert np.asarray(backend.decode(empty)).shape == (0, 40, 8)
+    expect_error(lambda: backend.scores(np.zeros((0, 8)), empty), ValueError, ["no KV heads", "(0,)"])
+    code = polarref.encode(KEYS, group_size=16)
+    assert np.asarray(backend.scores(np.zeros((0, 8)), code)).shape == (0, 40)
+    batch = polarref.encode(np.zeros((0, 2, 40, 8)), group_size=16)
+    assert np.asarray(backend.scores(np.zeros((0, 4, 8)), batch)).shape == (0, 4, 40)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
