@@ -703,7 +703,7 @@ def load_capture(path, dtype=np.float32) -> Capture:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m analysis.capture",
+        prog="polarref capture",
         description="Capture post-RoPE keys/queries/values of SmolLM2-135M into an .npz file.",
     )
     ap.add_argument("--text", type=pathlib.Path, default=DEFAULT_TEXT_FILE, help="UTF-8 text file (default: %(default)s)")

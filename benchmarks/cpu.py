@@ -117,7 +117,7 @@ def parse(argv):
     argv = list(argv)
     if argv[:1] == ["--"]:          # `polarref bench -- --repeats 5` passes the separator on
         argv = argv[1:]
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="polarref bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (median)")
     parser.add_argument("--golden-repeats", type=int, default=3, help="timed calls of the golden model")

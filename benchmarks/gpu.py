@@ -322,7 +322,7 @@ def profile(what, batch=8, length=131072):
 
 # --------------------------------------------------------------------------
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="polarref bench --gpu", description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write every number here")
     ap.add_argument("--quick", action="store_true", help="only batch 8, L = 131072, default variants")
     ap.add_argument("--profile", choices=("scores32", "scores16", "encode16"),

@@ -13,12 +13,26 @@ BIT_CONFIGS = ("r2t2", "r3t3", "r4t4", "r2t4", "r4t2")
 
 
 def parse_bits(text: str) -> tuple[int, int]:
-    """'r4t4' -> (4, 4)."""
+    """'r4t4' -> (4, 4); each at least 1, together at most 8 (one byte per pair)."""
     try:
         r, t = text.lower().lstrip("r").split("t")
-        return int(r), int(t)
+        r_bits, t_bits = int(r), int(t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"bit configuration must look like r4t4, got {text!r}") from None
+    if r_bits < 1 or t_bits < 1 or r_bits + t_bits > 8:
+        raise argparse.ArgumentTypeError(
+            f"bits need r >= 1, t >= 1 and r + t <= 8 (one byte per pair), got {text!r}")
+    return r_bits, t_bits
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 # --------------------------------------------------------------------------
@@ -44,7 +58,15 @@ def load_demo_keys(path):
 def cmd_demo(args) -> int:
     import polarref
 
-    keys, queries, source = load_demo_keys(args.keys)
+    try:
+        keys, queries, source = load_demo_keys(args.keys)
+    except (OSError, ValueError) as error:
+        print(f"polarref demo: --keys: {error}", file=sys.stderr)
+        return 2
+    if keys.shape[-2] < args.group_size:
+        print(f"polarref demo: --group-size {args.group_size} is more than the {keys.shape[-2]} tokens of "
+              f"{source}: nothing would be quantized", file=sys.stderr)
+        return 2
     print(f"polarref demo: {source}, keys {keys.shape} (..., H_kv, L, d), queries {queries.shape}")
     print(f"group size G={args.group_size}, pairing={args.pairing}\n")
     dense = polarref.dense_scores(queries, keys)
@@ -161,8 +183,9 @@ def cmd_verify(args) -> int:
     print("worst err/tol: largest error over its derived tolerance (<= 1 passes); band codes: codes "
           "that differ from the golden model, all next to a bin edge (polarref/tolerances.py)")
     if failed:
+        shapes = " --simulator" if args.simulator else " --small" if args.small else ""
         print(f"replay: polarref verify --backend {args.backend} --seed {args.seed} "
-              f"--examples {args.examples} --property {failed[0].name}")
+              f"--examples {args.examples}{shapes} --property {failed[0].name}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump([r.__dict__ for r in results], out, indent=2, default=str)
@@ -209,14 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keys", help="a .npz/.npy key file (default: the bundled SmolLM2 sample)")
     demo.add_argument("--bits", type=parse_bits, nargs="+", default=[parse_bits(b) for b in BIT_CONFIGS],
                       help="bit configurations, e.g. r4t4 r3t3 (default: %(default)s)")
-    demo.add_argument("--group-size", type=int, default=128)
+    demo.add_argument("--group-size", type=positive_int, default=128, help="tokens per group G (default: 128)")
     demo.add_argument("--pairing", choices=["half", "interleaved"], default="half")
     demo.set_defaults(run=cmd_demo)
 
     verify = sub.add_parser("verify", help="check a backend against every property of the golden model")
     verify.add_argument("--backend", default="numba",
                         help="numpy, numba, cuda, or package.module:object (default: numba)")
-    verify.add_argument("--examples", type=int, default=100, help="Hypothesis examples per property")
+    verify.add_argument("--examples", type=positive_int, default=100, help="Hypothesis examples per property")
     verify.add_argument("--seed", type=int, default=0)
     verify.add_argument("--property", action="append", help="only this property (repeatable)")
     verify.add_argument("--small", action="store_true", help="small shapes (for slow backends)")

@@ -14,10 +14,34 @@ def test_demo_prints_each_configuration(capsys):
     assert "numba" in out.split("backends:")[1]
 
 
-def test_demo_rejects_bad_bits(capsys):
+@pytest.mark.parametrize("argv, words", [
+    (["--bits", "r4x4"], ["--bits", "r4x4"]),
+    (["--bits", "r9t9"], ["--bits", "r + t <= 8"]),
+    (["--bits", "r0t4"], ["--bits", "r >= 1"]),
+    (["--group-size", "0"], ["--group-size", "at least 1"]),
+])
+def test_demo_rejects_bad_arguments(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["demo", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert all(word in err for word in words), err
+
+
+def test_demo_refuses_missing_file_and_oversized_group(tmp_path, capsys):
+    assert cli.main(["demo", "--keys", str(tmp_path / "none.npz")]) == 2
+    assert "--keys" in capsys.readouterr().err
+    assert cli.main(["demo", "--group-size", "4096"]) == 2     # the sample has 512 tokens
+    assert "nothing would be quantized" in capsys.readouterr().err
+
+
+def test_verify_replay_line_keeps_the_shapes(capsys):
+    argv = ["verify", "--backend", "tests.broken_backends:no_midpoint", "--examples", "10", "--small",
+            "--property", "matches_golden_scores"]
+    assert cli.main(argv) == 1
+    assert "--small --property matches_golden_scores" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        cli.main(["demo", "--bits", "r4x4"])
-    assert "r4t4" in capsys.readouterr().err
+        cli.main(["verify", "--examples", "0"])
 
 
 def test_analyze_receives_its_options(tmp_path, monkeypatch):
@@ -38,7 +62,8 @@ def test_delegated_help(command, capsys):
         code = exit_.code
     assert code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage:") and "--json" in out or "--out" in out
+    assert out.startswith("usage: polarref " + command)
+    assert ("--json" in out) or ("--out" in out)
 
 
 def test_bench_gpu_flag_selects_the_gpu_benchmark(monkeypatch):
