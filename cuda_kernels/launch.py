@@ -413,8 +413,8 @@ def scores(queries, code: PolarCode, table="float32"):
         queries_h = check_queries(queries)
         big = _host_big(queries_h)
         q_shape = queries_h.shape
-    _check_float32_range("scores", big)
     outer, h_kv, h_q, squeeze = split_heads(q_shape, code.batch_shape, code.head_dim)
+    _check_float32_range("scores", big)      # after the shape checks: the same errors as golden first
     n_heads = h_q // h_kv
     bhs = _prod(outer) * h_kv
     n_pairs, g = code.n_pairs, code.group_size
