@@ -61,6 +61,12 @@ def check_real_array(name: str, array, min_ndim: int, layout: str) -> np.ndarray
     d = array.shape[-1]
     if d < 2 or d % 2:
         raise ValueError(f"{name} head dimension d must be even and >= 2, got d={d} (shape {array.shape})")
+    # Fast path: a sum is finite only if every term is (IEEE: NaN and Inf propagate).
+    # A non-finite sum (a bad value, or an overflow of the sum) sends us to the exact test.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = array.sum()
+    if np.isfinite(total):
+        return array
     finite = np.isfinite(array)
     if not finite.all():
         bad = np.argwhere(~finite)
