@@ -160,8 +160,11 @@ def cmd_verify(args) -> int:
         print(f"polarref verify: unknown properties {sorted(unknown)}", file=sys.stderr)
         return 2
     limits = SMALL if (args.small or args.simulator) else NORMAL
-    tables = f", angle tables in {backend.table_dtype}" if backend.table_dtype is not None else ""
-    print(f"verifying backend {args.backend!r} (works in {backend.working_dtype}{tables}) against the golden "
+    works = ", ".join(f"{op} in {backend.precision[op]}" for op in ("encode", "decode", "scores")
+                      if hasattr(backend, op))
+    if backend.table_dtype is not None:
+        works += f", angle tables in {backend.table_dtype}"
+    print(f"verifying backend {args.backend!r} ({works}) against the golden "
           f"model: {args.examples} examples per property, seed {args.seed}\n")
     header = f"{'property':36} {'status':6} {'examples':>8} {'worst err/tol':>13} {'band codes':>10}"
     print(header)
