@@ -19,7 +19,6 @@ of the keys themselves. Output: PNG figures and `report.md` in --out.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 
 import polarref
 from polarref import data as pdata
+from polarref.cli import parse_bits, positive_int
 from polarref.golden import split_pairs, to_polar
 
 from . import baselines, metrics
@@ -40,36 +40,11 @@ SWEEP_INT = (2, 3, 4, 5)
 # group extremes, whose error is exactly +-0.5 step, fall in one bin whatever their rounding.
 STEP_BINS = np.linspace(-1.525, 1.525, 62)
 DEFAULT_LAST_QUERIES = 256
-MAX_INDEX_BITS = 8
 
 
 # --------------------------------------------------------------------------
 # Arguments
 # --------------------------------------------------------------------------
-def parse_bits(text: str) -> tuple[int, int]:
-    """'r4t4' -> (4, 4); anything else is an argparse error naming --bits."""
-    match = re.fullmatch(r"r(\d+)t(\d+)", text.strip().lower())
-    if not match:
-        raise argparse.ArgumentTypeError(f"bit configuration must look like r4t4 (radius bits, angle bits), got {text!r}")
-    r_bits, t_bits = int(match.group(1)), int(match.group(2))
-    if r_bits < 1 or t_bits < 1 or r_bits + t_bits > MAX_INDEX_BITS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: need r >= 1, t >= 1 and r + t <= {MAX_INDEX_BITS} (one index byte per pair)")
-    return r_bits, t_bits
-
-
-def positive_int(minimum):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polarref analyze",

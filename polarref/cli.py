@@ -4,35 +4,44 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
 import numpy as np
 
+from .checks import MAX_INDEX_BITS
+
 BIT_CONFIGS = ("r2t2", "r3t3", "r4t4", "r2t4", "r4t2")
 
 
 def parse_bits(text: str) -> tuple[int, int]:
-    """'r4t4' -> (4, 4); each at least 1, together at most 8 (one byte per pair)."""
-    try:
-        r, t = text.lower().lstrip("r").split("t")
-        r_bits, t_bits = int(r), int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bit configuration must look like r4t4, got {text!r}") from None
-    if r_bits < 1 or t_bits < 1 or r_bits + t_bits > 8:
+    """'r4t4' -> (4, 4); anything else is an argparse error naming the option.
+
+    Shared with `polarref analyze` (analysis.report).
+    """
+    match = re.fullmatch(r"r(\d+)t(\d+)", text.strip().lower())
+    if not match:
         raise argparse.ArgumentTypeError(
-            f"bits need r >= 1, t >= 1 and r + t <= 8 (one byte per pair), got {text!r}")
+            f"bit configuration must look like r4t4 (radius bits, angle bits), got {text!r}")
+    r_bits, t_bits = int(match.group(1)), int(match.group(2))
+    if r_bits < 1 or t_bits < 1 or r_bits + t_bits > MAX_INDEX_BITS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: need r >= 1, t >= 1 and r + t <= {MAX_INDEX_BITS} (one index byte per pair)")
     return r_bits, t_bits
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def positive_int(minimum: int = 1):
+    """An argparse type: a whole number >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
 
 
 # --------------------------------------------------------------------------
@@ -235,14 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keys", help="a .npz/.npy key file (default: the bundled SmolLM2 sample)")
     demo.add_argument("--bits", type=parse_bits, nargs="+", default=[parse_bits(b) for b in BIT_CONFIGS],
                       help="bit configurations, e.g. r4t4 r3t3 (default: %(default)s)")
-    demo.add_argument("--group-size", type=positive_int, default=128, help="tokens per group G (default: 128)")
+    demo.add_argument("--group-size", type=positive_int(1), default=128, help="tokens per group G (default: 128)")
     demo.add_argument("--pairing", choices=["half", "interleaved"], default="half")
     demo.set_defaults(run=cmd_demo)
 
     verify = sub.add_parser("verify", help="check a backend against every property of the golden model")
     verify.add_argument("--backend", default="numba",
                         help="numpy, numba, cuda, or package.module:object (default: numba)")
-    verify.add_argument("--examples", type=positive_int, default=100, help="Hypothesis examples per property")
+    verify.add_argument("--examples", type=positive_int(1), default=100, help="Hypothesis examples per property")
     verify.add_argument("--seed", type=int, default=0)
     verify.add_argument("--property", action="append", help="only this property (repeatable)")
     verify.add_argument("--small", action="store_true", help="small shapes (for slow backends)")
