@@ -89,35 +89,64 @@ F4 = ir.VectorType(ir.FloatType(), 4)
 D4 = ir.VectorType(ir.DoubleType(), 4)
 
 
-class Float32x4(types.Type):
-    def __init__(self):
-        super().__init__(name="float32x4")
+def _vector_type(name, llvm_type):
+    """A Numba type for one LLVM vector value (kept in a register, passed by value)."""
+    class VectorType(types.Type):
+        def __init__(self):
+            super().__init__(name=name)
+
+    @register_model(VectorType)
+    class _Model(models.PrimitiveModel):
+        def __init__(self, dmm, fe_type):
+            super().__init__(dmm, fe_type, llvm_type)
+
+    return VectorType()
 
 
-class Float64x4(types.Type):
-    def __init__(self):
-        super().__init__(name="float64x4")
-
-
-float32x4 = Float32x4()
-float64x4 = Float64x4()
-
-
-@register_model(Float32x4)
-class _Float32x4Model(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, F4)
-
-
-@register_model(Float64x4)
-class _Float64x4Model(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, D4)
+float32x4 = _vector_type("float32x4", F4)
+float64x4 = _vector_type("float64x4", D4)
 
 
 def _element_ptr(context, builder, arrty, arr, idx):
     """Pointer to arr.data[idx] of a C-contiguous array, no checks."""
     return builder.gep(context.make_array(arrty)(context, builder, arr).data, [idx])
+
+
+def _make_vector_load(nbtype, vty, align):
+    """Intrinsic: arr[idx : idx + n] of a contiguous array as one vector value of `nbtype`."""
+    @intrinsic
+    def load(typingctx, arr, idx):
+        def codegen(context, builder, sig, args):
+            ptr = _element_ptr(context, builder, sig.args[0], *args)
+            return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=align)
+        return nbtype(arr, idx), codegen
+    return load
+
+
+def _load_rows(context, builder, arrty, arr, offset, stride, vty, align):
+    """16 vectors: arr[offset + i * stride : ... + n] for rows i < 16."""
+    base = _element_ptr(context, builder, arrty, arr, offset)
+    return [builder.load(builder.bitcast(builder.gep(base, [builder.mul(stride, ir.Constant(stride.type, i))]),
+                                         vty.as_pointer()), align=align) for i in range(16)]
+
+
+def _store_rows(context, builder, arrty, arr, offset, rows, step, vty, align):
+    """arr[offset + k * step : ... + n] = rows[k] for every row k."""
+    base = _element_ptr(context, builder, arrty, arr, offset)
+    for k, row in enumerate(rows):
+        at = builder.gep(base, [ir.Constant(ir.IntType(64), k * step)])
+        builder.store(row, builder.bitcast(at, vty.as_pointer()), align=align)
+
+
+def _perfect_shuffle16(builder, rows, lo, hi):
+    """Transpose 16 rows of 16 lanes: four rounds of interleaving row k with row k + 8."""
+    for _ in range(4):
+        new = []
+        for k in range(8):
+            new.append(builder.shuffle_vector(rows[k], rows[k + 8], lo))
+            new.append(builder.shuffle_vector(rows[k], rows[k + 8], hi))
+        rows = new
+    return rows
 
 
 def _splat(builder, vty, x):
@@ -133,13 +162,8 @@ def _f4_zero(typingctx):
     return float32x4(), codegen
 
 
-@intrinsic
-def _f4_load(typingctx, arr, idx):
-    """arr[idx : idx + 4] of a contiguous float32 array, as one vector."""
-    def codegen(context, builder, sig, args):
-        ptr = _element_ptr(context, builder, sig.args[0], *args)
-        return builder.load(builder.bitcast(ptr, F4.as_pointer()), align=4)
-    return float32x4(arr, idx), codegen
+_f4_load = _make_vector_load(float32x4, F4, 4)        # 4 float32
+_d4_load = _make_vector_load(float64x4, D4, 8)        # 4 float64
 
 
 @intrinsic
@@ -176,15 +200,6 @@ def _f4_get(typingctx, v, k):
 
 
 @intrinsic
-def _d4_load(typingctx, arr, idx):
-    """arr[idx : idx + 4] of a contiguous float64 array, as one vector."""
-    def codegen(context, builder, sig, args):
-        ptr = _element_ptr(context, builder, sig.args[0], *args)
-        return builder.load(builder.bitcast(ptr, D4.as_pointer()), align=8)
-    return float64x4(arr, idx), codegen
-
-
-@intrinsic
 def _d4_rotate_store(typingctx, arr, idx, x, c, y, s):
     """arr[idx : idx + 4] = float32(x * c + y * s): x, y float64 vectors, c, s scalars."""
     def codegen(context, builder, sig, args):
@@ -205,30 +220,8 @@ I16 = ir.VectorType(ir.IntType(32), 16)
 BYTES16 = ir.VectorType(ir.IntType(8), 16)
 
 
-class Float32x16(types.Type):
-    def __init__(self):
-        super().__init__(name="float32x16")
-
-
-class Int32x16(types.Type):
-    def __init__(self):
-        super().__init__(name="int32x16")
-
-
-float32x16 = Float32x16()
-int32x16 = Int32x16()
-
-
-@register_model(Float32x16)
-class _Float32x16Model(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, F16)
-
-
-@register_model(Int32x16)
-class _Int32x16Model(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, I16)
+float32x16 = _vector_type("float32x16", F16)
+int32x16 = _vector_type("int32x16", I16)
 
 
 def _interleave_masks(n, unit=1, lane=None):
@@ -262,11 +255,7 @@ def _make_byte_transpose(width):
     def transpose(typingctx, src, offset, stride, dst, dst_offset):
         def codegen(context, builder, sig, args):
             src, offset, stride, dst, dst_offset = args
-            base = _element_ptr(context, builder, sig.args[0], src, offset)
-            regs = []
-            for i in range(16):
-                row = builder.gep(base, [builder.mul(stride, ir.Constant(stride.type, i))])
-                regs.append(builder.load(builder.bitcast(row, vty.as_pointer()), align=1))
+            regs = _load_rows(context, builder, sig.args[0], src, offset, stride, vty, 1)
             for r, (lo, hi) in enumerate(rounds):
                 dist = 1 << r
                 lo = ir.Constant(ir.VectorType(ir.IntType(32), width), lo)
@@ -277,10 +266,7 @@ def _make_byte_transpose(width):
                         new.append(builder.shuffle_vector(regs[k], regs[k + dist], lo))
                         new.append(builder.shuffle_vector(regs[k], regs[k + dist], hi))
                 regs = new
-            out = _element_ptr(context, builder, sig.args[3], dst, dst_offset)
-            for k in range(16):
-                at = builder.gep(out, [ir.Constant(ir.IntType(64), k * width)])
-                builder.store(regs[k], builder.bitcast(at, vty.as_pointer()), align=1)
+            _store_rows(context, builder, sig.args[3], dst, dst_offset, regs, width, vty, 1)
             return context.get_dummy_value()
         return types.none(src, offset, stride, dst, dst_offset), codegen
     return transpose
@@ -302,21 +288,9 @@ def _transpose_f16x16(typingctx, src, offset, stride, dst, dst_offset):
 
     def codegen(context, builder, sig, args):
         src, offset, stride, dst, dst_offset = args
-        base = _element_ptr(context, builder, sig.args[0], src, offset)
-        regs = []
-        for i in range(16):
-            row = builder.gep(base, [builder.mul(stride, ir.Constant(stride.type, i))])
-            regs.append(builder.load(builder.bitcast(row, F16.as_pointer()), align=4))
-        for _ in range(4):
-            new = []
-            for k in range(8):
-                new.append(builder.shuffle_vector(regs[k], regs[k + 8], lo))
-                new.append(builder.shuffle_vector(regs[k], regs[k + 8], hi))
-            regs = new
-        out = _element_ptr(context, builder, sig.args[3], dst, dst_offset)
-        for k in range(16):
-            at = builder.gep(out, [ir.Constant(ir.IntType(64), 16 * k)])
-            builder.store(regs[k], builder.bitcast(at, F16.as_pointer()), align=4)
+        regs = _load_rows(context, builder, sig.args[0], src, offset, stride, F16, 4)
+        regs = _perfect_shuffle16(builder, regs, lo, hi)
+        _store_rows(context, builder, sig.args[3], dst, dst_offset, regs, 16, F16, 4)
         return context.get_dummy_value()
     return types.none(src, offset, stride, dst, dst_offset), codegen
 
@@ -343,13 +317,7 @@ def _f16_lookup(typingctx, tab, idx, lanes):
     return float32x16(tab, idx, int32x16), codegen
 
 
-@intrinsic
-def _f16_load(typingctx, arr, idx):
-    """arr[idx : idx + 16] of a contiguous float32 array, as one vector."""
-    def codegen(context, builder, sig, args):
-        ptr = _element_ptr(context, builder, sig.args[0], *args)
-        return builder.load(builder.bitcast(ptr, F16.as_pointer()), align=4)
-    return float32x16(arr, idx), codegen
+_f16_load = _make_vector_load(float32x16, F16, 4)    # 16 float32
 
 
 @intrinsic
@@ -406,16 +374,9 @@ def _rotation_rows(typingctx, cos_c, sin_c, cos_d, sin_d, j0, cos_out, sin_out):
             c, s = (builder.fsub(builder.fmul(c, cd), builder.fmul(s, sd)),
                     builder.fadd(builder.fmul(s, cd), builder.fmul(c, sd)))
         for rows, arr, k in ((rows_c, cos_out, 5), (rows_s, sin_out, 6)):
-            for _ in range(4):
-                new = []
-                for r in range(8):
-                    new.append(builder.shuffle_vector(rows[r], rows[r + 8], lo))
-                    new.append(builder.shuffle_vector(rows[r], rows[r + 8], hi))
-                rows = new
-            base = _element_ptr(context, builder, sig.args[k], arr, builder.mul(j0, ir.Constant(j0.type, 16)))
-            for r in range(16):
-                at = builder.gep(base, [ir.Constant(ir.IntType(64), 16 * r)])
-                builder.store(rows[r], builder.bitcast(at, F16.as_pointer()), align=4)
+            rows = _perfect_shuffle16(builder, rows, lo, hi)
+            _store_rows(context, builder, sig.args[k], arr, builder.mul(j0, ir.Constant(j0.type, 16)),
+                        rows, 16, F16, 4)
         return context.get_dummy_value()
     return types.none(cos_c, sin_c, cos_d, sin_d, j0, cos_out, sin_out), codegen
 
