@@ -738,6 +738,13 @@ def pack_kernel(t_bits: int):
     return pack_index
 
 
+@cuda.jit(device=True, inline=True)
+def unravel3(i, b_n, c_n):
+    """(a, b, c) of flat index i in a C-ordered (A, B, C) array."""
+    ab = i // c_n
+    return ab // b_n, ab % b_n, i % c_n
+
+
 @lru_cache(maxsize=None)
 def copy3d_kernel():
     """out (A, B, C) contiguous, any dtype <- src (A, B, C) any strides, cast to out's dtype."""
@@ -749,10 +756,7 @@ def copy3d_kernel():
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
         for i in range(start, total, stride):
-            c = i % c_n
-            ab = i // c_n
-            b = ab % b_n
-            a = ab // b_n
+            a, b, c = unravel3(i, b_n, c_n)
             out[a, b, c] = src[a, b, c]
 
     return copy3d
@@ -771,10 +775,7 @@ def nonfinite_kernel():
         bad = 0
         big = 0
         for i in range(start, total, stride):
-            c = i % c_n
-            ab = i // c_n
-            b = ab % b_n
-            a = ab // b_n
+            a, b, c = unravel3(i, b_n, c_n)
             v = src[a, b, c]
             if not math.isfinite(v):
                 bad += 1
