@@ -77,44 +77,39 @@ def hold_gpu():
         _spin[1, 1](SPIN_US)
 
 
-def time_launches(launch, samples=None, repeats=None, warmup=3):
-    """Median milliseconds of one launch: CUDA events around `repeats` launches."""
-    samples, repeats = samples or SAMPLES, min(repeats or REPEATS, REPEATS)
-    if CL.SIM:
-        warmup = 0
+def event_times(run, new_event, synchronize, samples, repeats, warmup):
+    """(median, min, max) ms of one run(): events around `repeats` back-to-back runs, `samples` times.
+
+    new_event() makes a timing event with record(), synchronize() and
+    elapsed_time(other): numba's cuda.event and torch.cuda.Event both do.
+    """
     for _ in range(warmup):
-        launch()
-    cuda.synchronize()
+        run()
+    synchronize()
     times = []
     for _ in range(samples):
-        start, stop = cuda.event(), cuda.event()
+        start, stop = new_event(), new_event()
         hold_gpu()
         start.record()
         for _ in range(repeats):
-            launch()
+            run()
         stop.record()
         stop.synchronize()
         times.append(start.elapsed_time(stop) / repeats)
     return float(np.median(times)), float(np.min(times)), float(np.max(times))
+
+
+def time_launches(launch, samples=None, repeats=None, warmup=3):
+    """Median milliseconds of one launch: CUDA events around `repeats` launches."""
+    samples, repeats = samples or SAMPLES, min(repeats or REPEATS, REPEATS)
+    return event_times(launch, cuda.event, cuda.synchronize, samples, repeats, 0 if CL.SIM else warmup)
 
 
 def torch_time(fn, samples=SAMPLES, repeats=REPEATS, warmup=3):
     import torch
 
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(samples):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        hold_gpu()
-        start.record()
-        for _ in range(repeats):
-            fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) / repeats)
-    return float(np.median(times)), float(np.min(times)), float(np.max(times))
+    return event_times(fn, lambda: torch.cuda.Event(enable_timing=True), torch.cuda.synchronize,
+                       samples, repeats, warmup)
 
 
 def copy_bandwidth(nbytes=2 << 30):
