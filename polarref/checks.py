@@ -61,12 +61,18 @@ def check_real_array(name: str, array, min_ndim: int, layout: str) -> np.ndarray
     d = array.shape[-1]
     if d < 2 or d % 2:
         raise ValueError(f"{name} head dimension d must be even and >= 2, got d={d} (shape {array.shape})")
+    check_finite(name, array)
+    return array
+
+
+def check_finite(name: str, array: np.ndarray) -> None:
+    """ValueError naming `name`, the count and the first index of NaN/Inf values, if any."""
     # Fast path: a sum is finite only if every term is (IEEE: NaN and Inf propagate).
     # A non-finite sum (a bad value, or an overflow of the sum) sends us to the exact test.
     with np.errstate(over="ignore", invalid="ignore"):
         total = array.sum()
     if np.isfinite(total):
-        return array
+        return
     finite = np.isfinite(array)
     if not finite.all():
         bad = np.argwhere(~finite)
@@ -75,7 +81,6 @@ def check_real_array(name: str, array, min_ndim: int, layout: str) -> np.ndarray
             f"{name} must be finite: {len(bad)} NaN/Inf value(s), first at index {first} "
             f"= {array[first]!r}"
         )
-    return array
 
 
 def check_keys(keys) -> np.ndarray:
@@ -189,11 +194,7 @@ def check_code_values(code):
             raise ValueError(f"code.{name} holds {top}, out of range for {bits_name}={bits} "
                              f"(codes 0..{2**bits - 1})")
     for name in (*PARAMETERS, "residual"):
-        values = getattr(code, name)
-        finite = np.isfinite(values)
-        if not finite.all():
-            first = tuple(int(i) for i in np.argwhere(~finite)[0])
-            raise ValueError(f"code.{name} must be finite, got {values[first]!r} at index {first}")
+        check_finite(f"code.{name}", getattr(code, name))
     for name in ("r_step", "phi_step"):
         values = getattr(code, name)
         if (values < 0).any():
