@@ -41,6 +41,7 @@ import polarref
 from polarref import tolerances as T
 from polarref.code import PolarCode
 from polarref.golden import split_pairs, to_polar
+from polarref.verify import golden_score_tolerance
 
 from cuda_kernels import kernels as K
 from cuda_kernels import launch as CL
@@ -159,13 +160,6 @@ def slice_code(host, batch, length, bh=0, groups=CHECK_GROUPS):
     return code, q
 
 
-def score_tolerance(q, code, eps, table_eps=None):
-    """Bound per (query head, token) of a one-KV-head code, (M, Lq): kernel precision + golden's."""
-    from polarref.verify import score_tolerance as bound
-
-    return bound(q, code, eps, table_eps) + bound(q, code, T.EPS64)
-
-
 def compare(name, got, want, tol):
     """Counts of elements over tolerance and non-finite mismatches; first few indices."""
     err = np.abs(got - want)
@@ -218,7 +212,7 @@ def bench_scores(case, rng, copy_gbs, variants, torch_ok):
         unwritten = int(np.isnan(got_all).sum())
         got = got_all[0, :, :CHECK_GROUPS * G].astype(np.float64)
         table_eps = None if table == "float32" else T.EPS16     # float16 entries, float32 sums
-        chk = compare(label, got, want, score_tolerance(q, code, T.EPS32, table_eps))
+        chk = compare(label, got, want, golden_score_tolerance(q, code, T.EPS32, table_eps))
         chk["unwritten"] = unwritten
         ok = chk["over_tolerance"] == 0 and chk["nonfinite"] == 0 and unwritten == 0
         ms, lo, hi = time_launches(launch) if ok else (float("nan"),) * 3

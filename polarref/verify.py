@@ -191,6 +191,11 @@ def score_tolerance(queries, code, eps, table_eps=None):
     return bound[..., 0, :] if squeeze else bound
 
 
+def golden_score_tolerance(queries, code, eps, table_eps=None):
+    """Bound on |kernel score - golden score| of one code: the kernel's rounding plus golden's (float64)."""
+    return score_tolerance(queries, code, eps, table_eps) + score_tolerance(queries, code, tol.EPS64)
+
+
 def small_cases(distribution=None, config=None, leading=None, dtype=None):
     return lambda limits: cases(limits, config=config, distribution=distribution,
                                 leading=leading, dtype=dtype)
@@ -268,8 +273,7 @@ def table_scores_match_decode(backend, case):
     code = encode_with(backend, case.keys, case.config)
     got = host(backend.scores(case.queries, code))
     want = golden.dense_scores(case.queries, golden.decode(code))
-    bound = score_tolerance(case.queries, code, eps_of(backend, "scores"), table_eps_of(backend)) + \
-        score_tolerance(case.queries, code, tol.EPS64)
+    bound = golden_score_tolerance(case.queries, code, eps_of(backend, "scores"), table_eps_of(backend))
     return within("table score vs q . decode(code)", np.abs(got - want), bound)
 
 
@@ -449,8 +453,7 @@ def matches_golden_scores(backend, case):
     want = golden.scores(case.queries, code)
     if got.shape != want.shape:
         raise AssertionError(f"scores shape {got.shape}, expected {want.shape}")
-    bound = score_tolerance(case.queries, code, eps_of(backend, "scores"), table_eps_of(backend)) + \
-        score_tolerance(case.queries, code, tol.EPS64)
+    bound = golden_score_tolerance(case.queries, code, eps_of(backend, "scores"), table_eps_of(backend))
     return within("scores vs golden", np.abs(got - want), bound)
 
 
