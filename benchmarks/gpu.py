@@ -7,7 +7,8 @@ dim 128 (P = 64 pairs), G = 128, r4t4, L in {4096, 32768, 131072}, batch
 in {8, 1}. One run prints, per case:
 
 - cuda `scores` (quantized tokens, kernel only) for float32 tables (the
-  default) and float16 tables (option), and a few launch configurations;
+  default), float16 tables (option), the tensor-core path (table="mma":
+  float16 keys decoded in registers, mma.sync) and a few launch configurations;
 - torch float16 q @ k^T, one batched matmul over (batch, KV head) with the
   group's 4 query heads stacked: the dense baseline;
 - index bytes (B * H_kv * L * P, one byte per pair) per second, and that as a
@@ -178,6 +179,10 @@ def scores_variants():
     return [
         ("f32 default", "float32", {}),
         ("f16 default", "float16", {}),
+        ("mma default", "mma", {}),
+        ("mma gpb1", "mma", dict(groups_per_block=1)),
+        ("mma gpb16", "mma", dict(groups_per_block=16)),
+        ("mma 4B loads", "mma", dict(wide_loads=False)),
         ("f32 nt128 tpt1", "float32", dict(threads=128, tokens_per_thread=1)),
         ("f32 nt32 tpt4", "float32", dict(threads=32, tokens_per_thread=4)),
         ("f32 regs64", "float32", dict(max_registers=64)),
@@ -197,12 +202,21 @@ def bench_scores(case, rng, copy_gbs, variants, torch_ok):
     rows = []
     code, q = slice_code(host, batch, length)
     want = polarref.scores(q, code)                                       # (M, Lq) float64
+    flags = cuda.to_device(np.zeros(1, np.int32))
     for label, table, over in variants:
-        cfg = CL.scores_config(P, R_BITS, T_BITS, G, M, table, CL._pointer(dev["index"]), **over)
+        if table == "mma":
+            cfg = CL.mma_config(P, R_BITS, T_BITS, G, n, bhs, CL._pointer(dev["index"]), **over)
 
-        def launch(cfg=cfg):
-            CL.launch_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"],
-                             dev["queries"], G, "half", M, out, length, bhs, n, cfg)
+            def launch(cfg=cfg):
+                CL.launch_mma_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"],
+                                     dev["phi_step"], dev["queries"], G, "half", M, out, length, bhs, n,
+                                     flags, cfg)
+        else:
+            cfg = CL.scores_config(P, R_BITS, T_BITS, G, M, table, CL._pointer(dev["index"]), **over)
+
+            def launch(cfg=cfg):
+                CL.launch_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"],
+                                 dev["queries"], G, "half", M, out, length, bhs, n, cfg)
 
         poison = np.full(out.size, np.nan, np.float32)
         out.copy_to_device(poison)
@@ -211,10 +225,12 @@ def bench_scores(case, rng, copy_gbs, variants, torch_ok):
         got_all = out.copy_to_host().reshape(bhs, M, length)
         unwritten = int(np.isnan(got_all).sum())
         got = got_all[0, :, :CHECK_GROUPS * G].astype(np.float64)
-        table_eps = None if table == "float32" else T.EPS16     # float16 entries, float32 sums
-        chk = compare(label, got, want, golden_score_tolerance(q, code, T.EPS32, table_eps))
+        table_eps = T.EPS16 if table == "float16" else None     # float16 entries, float32 sums
+        key_dtype = np.float16 if table == "mma" else None     # float16 keys and queries, float32 sums
+        chk = compare(label, got, want, golden_score_tolerance(q, code, T.EPS32, table_eps, key_dtype))
         chk["unwritten"] = unwritten
-        ok = chk["over_tolerance"] == 0 and chk["nonfinite"] == 0 and unwritten == 0
+        chk["overflow_flag"] = int(flags.copy_to_host()[0])
+        ok = chk["over_tolerance"] == 0 and chk["nonfinite"] == 0 and unwritten == 0 and not chk["overflow_flag"]
         ms, lo, hi = time_launches(launch) if ok else (float("nan"),) * 3
         rows.append(dict(case=case, variant=label, table=table, config=cfg, valid=ok, check=chk,
                          ms=ms, ms_min=lo, ms_max=hi,
@@ -290,7 +306,15 @@ def profile(what, batch=8, length=131072):
     """Two launches of one kernel (compile + warm, then the one a profiler reads)."""
     rng = np.random.default_rng(SEED)
     bhs, n = batch * H_KV, length // G
-    if what.startswith("scores"):
+    if what == "scoresmma":
+        _, dev = random_code(rng, batch, length)
+        out = cuda.device_array(bhs * M * length, dtype=np.float32)
+        flags = cuda.to_device(np.zeros(1, np.int32))
+        cfg = CL.mma_config(P, R_BITS, T_BITS, G, n, bhs, CL._pointer(dev["index"]))
+        for _ in range(2):
+            CL.launch_mma_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"],
+                                 dev["queries"], G, "half", M, out, length, bhs, n, flags, cfg)
+    elif what.startswith("scores"):
         _, dev = random_code(rng, batch, length)
         out = cuda.device_array(bhs * M * length, dtype=np.float32)
         cfg = CL.scores_config(P, R_BITS, T_BITS, G, M, "float32" if what == "scores32" else "float16",
@@ -309,12 +333,52 @@ def profile(what, batch=8, length=131072):
     return 0
 
 
+def dump_sass(folder, batch=1, length=4096):
+    """SASS of the mma scoring kernel as compiled for W-GPU, and its opcode counts."""
+    import collections
+    import os
+
+    from cuda_kernels import mma
+
+    rng = np.random.default_rng(SEED)
+    bhs, n = batch * H_KV, length // G
+    _, dev = random_code(rng, batch, length)
+    out = cuda.device_array(bhs * M * length, dtype=np.float32)
+    flags = cuda.to_device(np.zeros(1, np.int32))
+    cfg = CL.mma_config(P, R_BITS, T_BITS, G, n, bhs, CL._pointer(dev["index"]))
+    CL.launch_mma_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"],
+                         dev["queries"], G, "half", M, out, length, bhs, n, flags, cfg)
+    cuda.synchronize()
+    kern = mma.mma_scores_kernel(**cfg)
+    os.makedirs(folder, exist_ok=True)
+    for sig, sass in kern.inspect_sass().items():
+        with open(os.path.join(folder, "mma_scores.sass"), "w") as f:
+            f.write(sass)
+        ops = collections.Counter()
+        for line in sass.splitlines():
+            parts = line.split("*/")
+            if len(parts) >= 2 and line.strip().startswith("/*") and parts[1].strip():
+                word = parts[1].strip().split()[0]
+                if word.startswith("@"):
+                    word = parts[1].strip().split()[1]
+                ops[word.split(".")[0]] += 1
+        print(f"mma scoring kernel, config {cfg}: {sum(ops.values())} SASS instructions")
+        print("  " + ", ".join(f"{k} {v}" for k, v in ops.most_common(40)))
+        try:
+            print("  registers:", kern.get_regs_per_thread(sig))
+        except Exception as error:  # pragma: no cover - informational
+            print("  registers: n/a", error)
+    return 0
+
+
 # --------------------------------------------------------------------------
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="polarref bench --gpu", description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write every number here")
     ap.add_argument("--quick", action="store_true", help="only batch 8, L = 131072, default variants")
-    ap.add_argument("--profile", choices=("scores32", "scores16", "encode16"),
+    ap.add_argument("--sass", metavar="DIR", help="write the SASS of the mma scoring kernel to DIR and print "
+                    "its instruction counts by opcode, then exit")
+    ap.add_argument("--profile", choices=("scores32", "scores16", "scoresmma", "encode16"),
                     help="run one kernel twice on B=8, L=131072 and exit (for ncu --launch-skip 1)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes, no torch: checks that this script runs (simulator allowed)")
@@ -323,6 +387,8 @@ def main(argv=None):
         sys.exit("benchmarks.gpu needs a real GPU (NUMBA_ENABLE_CUDASIM is set); --smoke runs tiny sizes")
     if args.profile:
         return profile(args.profile)
+    if args.sass:
+        return dump_sass(args.sass)
     torch_ok = False
     if not args.smoke:
         try:
@@ -346,11 +412,11 @@ def main(argv=None):
     print(f"HBM copy bandwidth: {copy_gbs:.0f} GB/s ({how}, 2 GiB, read + write, {copy_ms:.3f} ms)", flush=True)
 
     cases = [dict(batch=8, length=131072)] if args.quick else CASES
-    variants = scores_variants()[:2] if args.quick else scores_variants()
+    variants = scores_variants()[:5] if args.quick else scores_variants()
     if args.smoke:
         global SAMPLES, REPEATS
         SAMPLES, REPEATS = 1, 1
-        cases, variants = [dict(batch=1, length=2 * G)], scores_variants()[:2]
+        cases, variants = [dict(batch=1, length=2 * G)], scores_variants()[:3]
     results = dict(info=info, copy_gbs=copy_gbs, scores=[], dense=[], encode=[])
     t0 = time.time()
     for case in cases:
@@ -389,7 +455,7 @@ def main(argv=None):
     print("\n=== summary (median ms; speed-up vs torch fp16 q@k^T; index GB/s as % of copy BW) ===")
     dense_by = {(d["case"]["batch"], d["case"]["length"]): d for d in results["dense"]}
     for r in results["scores"]:
-        if r["variant"] not in ("f32 default", "f16 default"):
+        if r["variant"] not in ("f32 default", "f16 default", "mma default"):
             continue
         key = (r["case"]["batch"], r["case"]["length"])
         dn = dense_by.get(key)

@@ -2,7 +2,8 @@
 
     import cuda_kernels
     code = cuda_kernels.encode(keys)            # NumPy or device arrays (torch, cupy, numba)
-    s = cuda_kernels.scores(queries, code)      # table="float16" for half-precision tables
+    s = cuda_kernels.scores(queries, code)      # table="float16": half-precision tables,
+                                                # table="mma": float16 keys on tensor cores
     keys_hat = cuda_kernels.decode(code)
 
 Kernels live in `kernels.py`, launchers (checks, grids, copies) in `launch.py`.
@@ -39,3 +40,23 @@ class _HalfTables:
 
 
 half_tables = _HalfTables()
+
+
+class _TensorCores:
+    """The tensor-core scoring kernel (cuda_kernels.mma) as a backend of its own.
+
+    `polarref verify --backend cuda-mma` judges it with the float32 score
+    tolerance plus the rounding of keys and queries to float16 and a float32
+    accumulator that need not round to nearest
+    (polarref.tolerances.float16_key_bound). Scores only.
+    """
+
+    WORKING_DTYPE = "float32"
+    KEY_DTYPE = "float16"
+
+    @staticmethod
+    def scores(queries, code):
+        return scores(queries, code, table="mma")
+
+
+tensor_cores = _TensorCores()

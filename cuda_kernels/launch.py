@@ -5,7 +5,7 @@ same errors (they call polarref.checks):
 
     code = encode(keys, r_bits=4, t_bits=4, group_size=128, pairing="half")
     keys_hat = decode(code)
-    s = scores(queries, code, table="float32")
+    s = scores(queries, code, table="float32")    # or "float16", "mma"
 
 Where the data lives decides where the result lives:
 - NumPy in, NumPy out, with golden dtypes: uint8 codes, float64 parameters,
@@ -50,9 +50,10 @@ from polarref.checks import (
 from polarref.code import PolarCode
 
 from . import kernels as K
+from . import mma as MMA
 
 SIM = K.SIM
-TABLE_KINDS = ("float32", "float16")
+TABLE_KINDS = ("float32", "float16", "mma")
 TABLE_BYTES_LIMIT = 32 * 1024        # shared memory for one chunk of angle tables
 GRID_STRIDE_BLOCKS = 4 * 132         # grid-stride utility kernels: a few blocks per SM
 F32_MAX = float(np.finfo(np.float32).max)
@@ -384,6 +385,31 @@ def launch_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, 
                                   np.uint32(0x3F800000))
 
 
+def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0, **overrides) -> dict:
+    """Compile-time configuration of mma.mma_scores_kernel: a block scores enough groups of one
+    KV head to keep its query fragments busy, while the grid keeps about 2048 blocks or more."""
+    gpb = max(1, min(8, (n_groups * bhs) // 2048))
+    cfg = dict(n_pairs=n_pairs, r_bits=r_bits, t_bits=t_bits, group_size=group_size,
+               groups_per_block=gpb, wide_loads=n_pairs % 64 == 0 and index_ptr % 16 == 0)
+    cfg.update(overrides)
+    return cfg
+
+
+def launch_mma_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, pairing,
+                      n_heads, out, out_len, bhs, n_groups, flags, config):
+    """Kernel only: tensor-core scores of the quantized tokens into out; flags[0] = 1 on float16 overflow."""
+    if bhs * n_groups == 0:
+        return
+    kern = MMA.mma_scores_kernel(**config)
+    n_pairs, gpb = config["n_pairs"], config["groups_per_block"]
+    x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
+    n_tiles = group_size // 16
+    threads = 32 * next(w for w in (4, 3, 2, 1) if n_tiles % w == 0)
+    grid = (-(-n_groups // gpb), bhs, -(-n_heads // MMA.MMA_HEADS))
+    kern[grid, threads](index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
+                        n_groups, n_heads, out, out_len, flags, MMA.H2_1024)
+
+
 def launch_residual_scores(queries, residual3, n_heads, lq, out, out_len):
     """Kernel only: residual-token dot products into out."""
     total = residual3.shape[0] * n_heads * residual3.shape[1]
@@ -401,6 +427,11 @@ def scores(queries, code: PolarCode, table="float32"):
     are rounded to float16 (half the shared-memory traffic); products and sums
     stay float32, so the error bound is the float32 one with the table entries'
     float16 rounding added (polarref.tolerances.table_entry_bound).
+    table="mma": keys are decoded to float16 in registers and multiplied with
+    the float16-rounded queries on tensor cores, float32 sums (cuda_kernels.mma;
+    bound: polarref.tolerances.float16_key_bound). Needs P and G multiples of
+    16 (else the float32 table kernel runs); radii or queries beyond the
+    float16 range raise OverflowError.
     """
     check_code(code)
     if table not in TABLE_KINDS:
@@ -426,9 +457,20 @@ def scores(queries, code: PolarCode, table="float32"):
     out = cuda.device_array(bhs * n_heads * length, dtype=np.float32)
     if bhs * n_groups:
         index, r_min, r_step, phi_min, phi_step = device_code_arrays(code)
-        cfg = scores_config(n_pairs, code.r_bits, code.t_bits, g, n_heads, table, _pointer(index))
-        launch_scores(index, r_min, r_step, phi_min, phi_step, q_flat, g, code.pairing,
-                      n_heads, out, length, bhs, n_groups, cfg)
+        ptr = _pointer(index)
+        if table == "mma" and MMA.mma_eligible(n_pairs, code.t_bits, g) and ptr % 4 == 0:
+            flags = cuda.to_device(np.zeros(1, dtype=np.int32))
+            cfg = mma_config(n_pairs, code.r_bits, code.t_bits, g, n_groups, bhs, ptr)
+            launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q_flat, g, code.pairing,
+                              n_heads, out, length, bhs, n_groups, flags, cfg)
+            if int(flags.copy_to_host()[0]):
+                raise OverflowError(f"scores(table='mma'): a query or key radius is beyond the float16 "
+                                    f"range (|x| >= {float(MMA.F16_MAX):g}); use table='float32'")
+        else:
+            kind = "float32" if table == "mma" else table
+            cfg = scores_config(n_pairs, code.r_bits, code.t_bits, g, n_heads, kind, ptr)
+            launch_scores(index, r_min, r_step, phi_min, phi_step, q_flat, g, code.pairing,
+                          n_heads, out, length, bhs, n_groups, cfg)
     if length > lq and bhs:
         res = code.residual
         res3 = _view3(as_device(res)) if is_device_array(res) else \

@@ -4,12 +4,14 @@
     numba   Numba CPU kernels (cpu_kernels)
     cuda    numba.cuda kernels (cuda_kernels); under NUMBA_ENABLE_CUDASIM=1 on a CPU
     cuda-fp16  the CUDA scoring kernel with float16 angle tables (scores only)
+    cuda-mma   the CUDA tensor-core scoring kernel: float16 keys and queries (scores only)
     pkg.mod:obj   any third-party object or module with any subset of the three
 
 A backend may say the precision it computes in as WORKING_DTYPE (float32 if
 it says nothing) or per operation as PRECISION = {"encode": np.float64, ...}
 (operations it leaves out get WORKING_DTYPE), and as TABLE_DTYPE a coarser precision its angle-table
-entries are stored in (float16 tables); tolerances are derived from their eps.
+entries are stored in (float16 tables), and as KEY_DTYPE the precision keys and queries are rounded to
+before their products are summed (tensor cores); tolerances are derived from their eps.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from types import SimpleNamespace
 OPERATIONS = ("encode", "decode", "scores")
 BUILTIN = {"numpy": "polarref.golden", "golden": "polarref.golden",
            "numba": "cpu_kernels", "cuda": "cuda_kernels",
-           "cuda-fp16": "cuda_kernels:half_tables"}
+           "cuda-fp16": "cuda_kernels:half_tables", "cuda-mma": "cuda_kernels:tensor_cores"}
 
 
 def load_backend(name: str):
@@ -49,5 +51,7 @@ def load_backend(name: str):
         raise ValueError(f"backend {name!r}: PRECISION names unknown operations {sorted(unknown)}")
     precision = {op: np.dtype(declared.get(op, working)) for op in OPERATIONS}
     table = getattr(obj, "TABLE_DTYPE", None)
+    key = getattr(obj, "KEY_DTYPE", None)
     return SimpleNamespace(name=name, working_dtype=working, precision=precision,
-                           table_dtype=None if table is None else np.dtype(table), **found)
+                           table_dtype=None if table is None else np.dtype(table),
+                           key_dtype=None if key is None else np.dtype(key), **found)

@@ -162,11 +162,13 @@ def check_shapes(code, keys, config: Config):
             raise AssertionError(f"code.{attr} dtype {np.asarray(getattr(code, attr)).dtype}, expected uint8")
 
 
-def score_tolerance(queries, code, eps, table_eps=None):
+def score_tolerance(queries, code, eps, table_eps=None, key_dtype=None):
     """Per-score bound (..., H_q, L) for table scores of `code` at precision eps.
 
     table_eps: the precision the angle-table entries are stored in, when it
     is coarser than eps (float16 tables); None when the tables are at eps.
+    key_dtype: the dtype keys and queries are rounded to before their products
+    are summed (float16 on tensor cores); None when they are not.
     """
     q = np.asarray(queries, np.float64)
     squeeze = q.ndim == 1
@@ -184,6 +186,8 @@ def score_tolerance(queries, code, eps, table_eps=None):
                             code.n_pairs, eps)                                       # (..., H_kv, M, Lq)
     if table_eps is not None:
         table = table + tol.table_entry_bound(weight, r_scale[..., None, :, :], table_eps)
+    if key_dtype is not None:
+        table = table + tol.float16_key_bound(weight, r_scale[..., None, :, :], code.n_pairs, key_dtype)
     abs_dot = np.abs(q).reshape(*q.shape[:-2], h_kv, h_q // h_kv, -1) @ \
         np.swapaxes(np.abs(residual.astype(np.float64)), -1, -2)
     tail = tol.dot_bound(abs_dot, code.head_dim, eps)
@@ -191,9 +195,16 @@ def score_tolerance(queries, code, eps, table_eps=None):
     return bound[..., 0, :] if squeeze else bound
 
 
-def golden_score_tolerance(queries, code, eps, table_eps=None):
+def golden_score_tolerance(queries, code, eps, table_eps=None, key_dtype=None):
     """Bound on |kernel score - golden score| of one code: the kernel's rounding plus golden's (float64)."""
-    return score_tolerance(queries, code, eps, table_eps) + score_tolerance(queries, code, tol.EPS64)
+    return score_tolerance(queries, code, eps, table_eps, key_dtype) + score_tolerance(queries, code, tol.EPS64)
+
+
+def backend_score_tolerance(backend, queries, code, against_golden=True):
+    """The score bound of this backend's declared precisions (scores' eps, table and key dtypes)."""
+    args = (queries, code, eps_of(backend, "scores"), table_eps_of(backend),
+            getattr(backend, "key_dtype", None))
+    return golden_score_tolerance(*args) if against_golden else score_tolerance(*args)
 
 
 def small_cases(distribution=None, config=None, leading=None, dtype=None):
@@ -273,7 +284,7 @@ def table_scores_match_decode(backend, case):
     code = encode_with(backend, case.keys, case.config)
     got = host(backend.scores(case.queries, code))
     want = golden.dense_scores(case.queries, golden.decode(code))
-    bound = golden_score_tolerance(case.queries, code, eps_of(backend, "scores"), table_eps_of(backend))
+    bound = backend_score_tolerance(backend, case.queries, code)
     return within("table score vs q . decode(code)", np.abs(got - want), bound)
 
 
@@ -397,7 +408,7 @@ def gqa_matches_repeated_kv(backend, case):
     code_rep = encode_with(backend, np.repeat(case.keys, rep, axis=-3), cfg)
     got = host(backend.scores(case.queries, code))
     want = host(backend.scores(case.queries, code_rep))
-    bound = 2 * score_tolerance(case.queries, code, eps_of(backend, "scores"), table_eps_of(backend))
+    bound = 2 * backend_score_tolerance(backend, case.queries, code, against_golden=False)
     return within("GQA vs repeated KV heads", np.abs(got - want), bound)
 
 
@@ -453,7 +464,7 @@ def matches_golden_scores(backend, case):
     want = golden.scores(case.queries, code)
     if got.shape != want.shape:
         raise AssertionError(f"scores shape {got.shape}, expected {want.shape}")
-    bound = golden_score_tolerance(case.queries, code, eps_of(backend, "scores"), table_eps_of(backend))
+    bound = backend_score_tolerance(backend, case.queries, code)
     return within("scores vs golden", np.abs(got - want), bound)
 
 

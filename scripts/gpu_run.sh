@@ -8,6 +8,8 @@
 # The summary table of the benchmark is the last thing printed.
 # Usage there: bash scripts/gpu_run.sh            (OUT defaults to /tmp/gpu_out)
 #              BENCH_ARGS=--quick bash scripts/gpu_run.sh
+#              SASS=1 TESTS=tests/test_cuda_mma.py bash scripts/gpu_run.sh
+#                (SASS of the tensor-core kernel first; only the named tests)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
@@ -23,9 +25,14 @@ print("numba", numba.__version__, "numba-cuda", numba_cuda.__version__)
 print("device", cuda.get_current_device().name, cuda.get_current_device().compute_capability)
 EOF
 
+if [ -n "$SASS" ]; then
+  echo "== SASS of the mma scoring kernel ($OUT/sass/mma_scores.sass)"
+  timeout 120 python3 -m benchmarks.gpu --sass "$OUT/sass" 2>&1 | tail -n 20
+fi
+
 if [ -z "$SKIP_TESTS" ]; then
   echo "== tests on the GPU (log: $OUT/pytest.log)"
-  timeout 480 python3 -m pytest -x -q tests -m "not slow" --gpu -p no:cacheprovider > "$OUT/pytest.log" 2>&1
+  timeout 480 python3 -m pytest -x -q ${TESTS:-tests} -m "not slow" --gpu -p no:cacheprovider > "$OUT/pytest.log" 2>&1
   echo "pytest exit code $?"
   tail -n 25 "$OUT/pytest.log"
 fi

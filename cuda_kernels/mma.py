@@ -1,0 +1,460 @@
+"""Scoring on tensor cores: decode keys to float16 in registers, q . k by mma.sync.
+
+Version v2 of the scoring kernel (numbers in benchmarks/NOTES-gpu.md). The
+table kernel (kernels.scores_kernel) spends about 14 instructions per
+token-pair: a lookup of NH per-head table values and NH float32 FMAs. Here a
+token-pair costs the same for any number of query heads (up to 8):
+
+  1. its angle code picks (cos phi_hat, sin phi_hat) as one float16x2 word from
+     a per-group table in shared memory (4 bytes a lookup, shared by all heads);
+  2. its radius code becomes r_hat in float16x2 arithmetic, two tokens at a
+     time: the code is OR-ed into the mantissa of 1024.0 (no conversion),
+     1024 is subtracted (exact) and one fma applies step and offset;
+  3. k = r_hat * (cos, sin) is one float16x2 multiply, and the float16 pair is
+     exactly the (x, y) element pair an mma.sync.m16n8k16 A fragment holds;
+  4. one mma.sync per 16 tokens x 8 pairs multiplies the keys with the float16
+     queries of up to 8 heads (the B fragment, kept in registers) and adds in
+     float32.
+
+Fragment layout (PTX ISA, mma.m16n8k16 with .f16 A/B, .f32 C/D): lane =
+4 * gid + tig holds A rows gid and gid + 8, columns 2 tig, 2 tig + 1 (a0, a1)
+and 2 tig + 8, 2 tig + 9 (a2, a3); B columns (heads) gid, rows 2 tig, 2 tig + 1
+(b0) and 2 tig + 8, 2 tig + 9 (b1); C rows gid, gid + 8, columns 2 tig,
+2 tig + 1. A column pair (2c, 2c + 1) is one (x, y) pair of a key. The sum
+over pairs does not care about their order, so each k-step's 8 column pairs
+are chosen to suit the index loads: lane tig reads the contiguous P / 4 index
+bytes [tig * P / 4, (tig + 1) * P / 4) of its two tokens (16-byte loads for
+d = 128), and k-step s gives column pair tig the pair tig * P / 4 + 2 s and
+column pair tig + 4 the next one. The queries go into B with the same map.
+
+Precision: keys and queries are rounded to float16 (products exact, sums
+float32); polarref.tolerances.float16_key_bound derives the extra error.
+Radii or queries beyond the float16 range set an overflow flag that the
+launcher turns into an error. Under NUMBA_ENABLE_CUDASIM=1 the inline PTX
+below has Python twins; the mma twin exchanges fragments through a shared
+array and two block barriers, so every thread of a block must reach every
+mma (the kernel's loops have block-uniform trip counts).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda, float32, int64, uint32
+
+from .kernels import (F0, FHALF, PI32, SHARED_ALIGN, SIM, fast_cos, fast_sin, fma, ld_u32, ld_u32x4,
+                      ldg_f32, stg)
+
+F16_MAX = np.float32(np.finfo(np.float16).max)       # 65504
+H2_1024 = np.uint32(0x64006400)                      # (1024.0, 1024.0) as float16x2
+MMA_K_PAIRS = 8                                      # one m16n8k16 k-step = 16 dims = 8 pairs
+MMA_HEADS = 8                                        # n = 8 columns: up to 8 query heads per launch row
+
+
+# --------------------------------------------------------------------------
+# float16x2 and mma: inline PTX on the GPU, numpy twins in the simulator.
+# A float16x2 travels as a uint32, first element in the low 16 bits.
+# --------------------------------------------------------------------------
+if SIM:
+    def _halves(u):
+        return np.array([u], np.uint32).view(np.float16).astype(np.float64)
+
+    def _word(lo, hi):
+        with np.errstate(over="ignore"):           # beyond 65504 rounds to inf, as on the GPU
+            return np.array([lo, hi], np.float16).view(np.uint32)[0]
+
+    def h2_pack(lo, hi):
+        """float16x2 (lo, hi) of two float32 values, round to nearest."""
+        return _word(np.float32(lo), np.float32(hi))
+
+    def h2_sub(a, b):
+        x, y = _halves(a), _halves(b)
+        return _word(x[0] - y[0], x[1] - y[1])
+
+    def h2_fma(a, b, c):
+        """Elementwise a * b + c, one rounding (exact in float64 for float16 inputs of nearby scale)."""
+        x, y, z = _halves(a), _halves(b), _halves(c)
+        return _word(x[0] * y[0] + z[0], x[1] * y[1] + z[1])
+
+    def h2_mul_lo(a, b):
+        """(a.lo * b.lo, a.lo * b.hi): the low half of a broadcast, times b."""
+        x, y = _halves(a), _halves(b)
+        return _word(x[0] * y[0], x[0] * y[1])
+
+    def h2_mul_hi(a, b):
+        x, y = _halves(a), _halves(b)
+        return _word(x[1] * y[0], x[1] * y[1])
+
+    def prmt(a, b, sel):
+        """PTX prmt.b32 (default mode): byte i of the result is byte sel[i] of {b, a}."""
+        v = int(a) | (int(b) << 32)
+        out = 0
+        for i in range(4):
+            k = (int(sel) >> (4 * i)) & 7
+            out |= ((v >> (8 * k)) & 0xFF) << (8 * i)
+        return np.uint32(out)
+
+    def mma_16816(xch, a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+        """D = A B + C of one warp (m16n8k16, float16 in, float32 out), lane by lane.
+
+        xch: a (threads, 6) uint32 shared array. Each lane posts its fragments,
+        a barrier, each lane computes its four outputs from the warp's
+        fragments (float64 sums, rounded to float32 once), a barrier.
+        """
+        tid = cuda.threadIdx.x
+        lane, w0 = tid % 32, tid - tid % 32
+        for k, v in enumerate((a0, a1, a2, a3, b0, b1)):
+            xch[tid, k] = v
+        cuda.syncthreads()
+        a = np.zeros((16, 16))
+        b = np.zeros((16, 8))
+        for ln in range(32):
+            gid, tig = ln >> 2, ln & 3
+            h = [_halves(xch[w0 + ln, k]) for k in range(6)]
+            a[gid, 2 * tig:2 * tig + 2] = h[0]
+            a[gid + 8, 2 * tig:2 * tig + 2] = h[1]
+            a[gid, 2 * tig + 8:2 * tig + 10] = h[2]
+            a[gid + 8, 2 * tig + 8:2 * tig + 10] = h[3]
+            b[2 * tig:2 * tig + 2, gid] = h[4]
+            b[2 * tig + 8:2 * tig + 10, gid] = h[5]
+        cuda.syncthreads()
+        gid, tig = lane >> 2, lane & 3
+        with np.errstate(all="ignore"):            # inf * 0 -> NaN, as on the GPU
+            d = a @ b
+        return (np.float32(d[gid, 2 * tig] + c0), np.float32(d[gid, 2 * tig + 1] + c1),
+                np.float32(d[gid + 8, 2 * tig] + c2), np.float32(d[gid + 8, 2 * tig + 1] + c3))
+
+    def smem_addr(arr):
+        """Shared-window byte address of arr[0]; the simulator counts from 0."""
+        return np.uint32(0)
+
+    def lds_at(arr, addr):
+        """The uint32 at shared byte address addr (arr: the array it lies in; the GPU ignores it)."""
+        return np.uint32(arr[int(addr) // 4])
+
+    def lds_u32x2(arr, i):
+        return np.uint32(arr[i]), np.uint32(arr[i + 1])
+
+    def sts_u32x2(arr, i, a, b):
+        arr[i] = a
+        arr[i + 1] = b
+
+    def sts_u32x4(arr, i, a, b, c, d):
+        arr[i] = a
+        arr[i + 1] = b
+        arr[i + 2] = c
+        arr[i + 3] = d
+
+else:
+    from llvmlite import ir
+    from numba import types
+    from numba.cuda.extending import intrinsic
+
+    from .kernels import _I32, _vector_load, _item_ptr, _vec_ptr
+
+    _F = ir.FloatType()
+
+    def _asm_u32(text, n_args):
+        """Intrinsic: uint32 result of inline PTX on n_args uint32 operands ($0 out, $1.. in)."""
+        constraints = ",".join(["=r"] + ["r"] * n_args)
+
+        def codegen(context, builder, sig, args):
+            fnty = ir.FunctionType(_I32, [_I32] * n_args)
+            return builder.asm(fnty, text, constraints, list(args), False)
+
+        if n_args == 2:
+            @intrinsic
+            def op(typingctx, a, b):
+                return types.uint32(types.uint32, types.uint32), codegen
+        else:
+            @intrinsic
+            def op(typingctx, a, b, c):
+                return types.uint32(types.uint32, types.uint32, types.uint32), codegen
+        return op
+
+    h2_sub = _asm_u32("sub.rn.f16x2 $0, $1, $2;", 2)
+    h2_fma = _asm_u32("fma.rn.f16x2 $0, $1, $2, $3;", 3)
+    h2_mul_lo = _asm_u32("{ .reg .b16 l, h; .reg .b32 t; mov.b32 {l, h}, $1; mov.b32 t, {l, l}; "
+                         "mul.rn.f16x2 $0, t, $2; }", 2)
+    h2_mul_hi = _asm_u32("{ .reg .b16 l, h; .reg .b32 t; mov.b32 {l, h}, $1; mov.b32 t, {h, h}; "
+                         "mul.rn.f16x2 $0, t, $2; }", 2)
+    prmt = _asm_u32("prmt.b32 $0, $1, $2, $3;", 3)
+
+    @intrinsic
+    def h2_pack(typingctx, lo, hi):
+        """float16x2 (lo, hi) of two float32 values (cvt.rn.f16x2.f32 puts its first source high)."""
+        sig = types.uint32(types.float32, types.float32)
+
+        def codegen(context, builder, sig, args):
+            fnty = ir.FunctionType(_I32, [_F, _F])
+            return builder.asm(fnty, "cvt.rn.f16x2.f32 $0, $2, $1;", "=r,f,f", list(args), False)
+
+        return sig, codegen
+
+    @intrinsic
+    def mma_16816(typingctx, xch, a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+        """mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32; xch is unused here (simulator only)."""
+        u, f = types.uint32, types.float32
+        sig = types.UniTuple(f, 4)(xch, u, u, u, u, u, u, f, f, f, f)
+
+        def codegen(context, builder, sig, args):
+            fnty = ir.FunctionType(ir.LiteralStructType([_F] * 4), [_I32] * 6 + [_F] * 4)
+            text = ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                    "{$0, $1, $2, $3}, {$4, $5, $6, $7}, {$8, $9}, {$10, $11, $12, $13};")
+            res = builder.asm(fnty, text, "=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f", list(args[1:]), False)
+            vals = [builder.extract_value(res, k) for k in range(4)]
+            return context.make_tuple(builder, sig.return_type, vals)
+
+        return sig, codegen
+
+    lds_u32x2 = _vector_load(_I32, types.uint32, 2, 3, 8)
+
+    @intrinsic
+    def smem_addr(typingctx, arr):
+        """The 32-bit shared-window byte address of arr[0] (arr a shared array)."""
+        sig = types.uint32(arr)
+
+        def codegen(context, builder, sig, args):
+            ptr = _item_ptr(context, builder, sig.args[0], args[0], types.intp, ir.Constant(ir.IntType(64), 0))
+            ptr = builder.addrspacecast(builder.bitcast(ptr, ir.PointerType(_I32)), ir.PointerType(_I32, 3))
+            return builder.ptrtoint(ptr, _I32)
+
+        return sig, codegen
+
+    @intrinsic
+    def lds_at(typingctx, arr, addr):
+        """The uint32 at shared byte address addr: address arithmetic stays 32-bit, so that
+        (bits & mask) | base is one LOP3 and constant offsets fold into the load."""
+        sig = types.uint32(arr, types.uint32)
+
+        def codegen(context, builder, sig, args):
+            return builder.load(builder.inttoptr(args[1], ir.PointerType(_I32, 3)), align=4)
+
+        return sig, codegen
+
+    def _sts_u32xn(n):
+        def codegen(context, builder, sig, args):
+            ptr = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+            v = ir.Constant(ir.VectorType(_I32, n), ir.Undefined)
+            for k in range(n):
+                v = builder.insert_element(v, args[2 + k], ir.Constant(_I32, k))
+            builder.store(v, _vec_ptr(builder, ptr, _I32, n, 3), align=4 * n)
+            return context.get_dummy_value()
+
+        u = types.uint32
+        if n == 2:
+            @intrinsic
+            def store(typingctx, arr, idx, a, b):
+                """arr[idx:idx + 2] = a, b as one 8-byte shared store."""
+                return types.void(arr, idx, u, u), codegen
+        else:
+            @intrinsic
+            def store(typingctx, arr, idx, a, b, c, d):
+                """arr[idx:idx + 4] = a, b, c, d as one 16-byte shared store."""
+                return types.void(arr, idx, u, u, u, u), codegen
+        return store
+
+    sts_u32x2 = _sts_u32xn(2)
+    sts_u32x4 = _sts_u32xn(4)
+
+
+def mma_eligible(n_pairs: int, t_bits: int, group_size: int) -> bool:
+    """Shapes the tensor-core kernel takes: P a multiple of 16 (4-byte index words per lane),
+    G a multiple of 16 (mma tiles of 16 tokens), 4 to 256 angle bins (the table is written
+    4 entries a store) and angle tables up to 16 KiB."""
+    return (n_pairs % 16 == 0 and group_size % 16 == 0 and t_bits >= 2
+            and n_pairs * (4 << t_bits) <= 16384)
+
+
+@lru_cache(maxsize=None)
+def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
+                      groups_per_block: int, wide_loads: bool = True):
+    """Kernel factory: tensor-core scores of the quantized tokens.
+
+    grid (ceil(n_groups / groups_per_block), BH, ceil(M / 8)); block 32 * W
+    threads, W warps sharing the G / 16 token tiles of a group. A block keeps
+    its 8 query heads' B fragments in registers and scores groups_per_block
+    consecutive groups of one KV head: per group it builds the (cos, sin)
+    table and radius constants in shared memory, then each warp decodes and
+    multiplies its tiles. wide_loads: 16-byte index loads (needs P % 64 == 0
+    and a 16-byte aligned index), else 4-byte loads.
+
+    Table layout: lane tig reads only the pairs of its index bytes, chunk tig,
+    whose rows (one per pair, 2**t_bits words) start at byte tig * STRIDE. In
+    one lookup instruction the four tigs read the same row of their chunks;
+    with 16 bins STRIDE is a multiple of 64 bytes plus 64, so chunks tig and
+    tig + 1 fall on opposite halves of the 32 banks (2 wavefronts a lookup,
+    not 4). The bin's byte offset theta * 4 has bits 2 .. t_bits + 1 only and
+    each chunk base is aligned past them (ALIGN), so the lookup address is one
+    LOP3: (bits & mask) | base.
+    """
+    P, G, GPB = n_pairs, group_size, groups_per_block
+    assert mma_eligible(P, t_bits, G)
+    KS = P // MMA_K_PAIRS                 # k-steps
+    CP = P // 4                           # index bytes per lane and token (pairs tig * CP ...)
+    NWD = CP // 4                         # index words per lane and token
+    WIDE = bool(wide_loads) and NWD % 4 == 0
+    NTILE = G // 16
+    NWARP = next(w for w in (4, 3, 2, 1) if NTILE % w == 0)
+    TPW = NTILE // NWARP                  # tiles per warp
+    NT = 32 * NWARP
+    NTAB = 1 << t_bits
+    ROWB = 4 * NTAB                       # bytes per table row (one pair)
+    ALIGN = max(64, ROWB)                 # chunk bases: the bits of theta * 4 (2 .. t_bits + 1) clear
+    STRIDE = -(-(CP * ROWB) // ALIGN) * ALIGN + ALIGN
+    TAB_ALIGN = None if SIM else ALIGN
+    TABN = 4 * STRIDE // 4                # table words
+    TMASK4 = np.uint32((NTAB - 1) << 2)   # theta * 4
+    RMASK2 = np.uint32((((1 << r_bits) - 1) << t_bits) * 0x00010001)   # radius bits of both halves
+    NRC = 2 * P
+    NXCH = NT if SIM else 1
+    RSCALE = np.float32(2.0 ** r_bits)
+    TSCALE = np.float32(2.0 ** -t_bits)
+    QUADS = P * NTAB // 4                 # table stores of 4 entries
+    NIT_T = -(-QUADS // NT)
+    NIT_P = -(-P // NT)
+    QPR = NTAB // 4                       # stores per row
+
+    @cuda.jit(device=True, inline=True)
+    def bin_word(x, k, base):
+        """Shared byte address of the (cos, sin) word of the angle code in byte k of x."""
+        if k == 0:
+            return ((x << uint32(2)) & TMASK4) | base
+        return ((x >> uint32(8 * k - 2)) & TMASK4) | base
+
+    @cuda.jit(device=True, inline=True)
+    def decode_pair(tab, rcs, xa, xb, k, base, row, j, magic):
+        """float16x2 keys (x, y) of pair j (table row `row`) for tokens a and b: byte k of xa, xb.
+
+        prmt puts byte k of xa in byte 0 and byte k of xb in byte 2: the radius
+        codes of both tokens land in the mantissas of one float16x2 (magic is
+        H2_1024, an argument so that the mask-and-or is one LOP3).
+        """
+        sc, c = lds_u32x2(rcs, 2 * j)
+        csa = lds_at(tab, bin_word(xa, k, base) + uint32(row * ROWB))
+        csb = lds_at(tab, bin_word(xb, k, base) + uint32(row * ROWB))
+        hr = (prmt(xa, xb, uint32(k | ((4 + k) << 8))) & RMASK2) | magic   # 1024 + (rho << t_bits)
+        r = h2_fma(h2_sub(hr, H2_1024), sc, c)                # r_hat of both tokens
+        return h2_mul_lo(r, csa), h2_mul_hi(r, csb)
+
+    @cuda.jit
+    def polar_scores_mma(index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
+                         n_groups, n_heads, out, out_len, flags, magic):
+        # index (BH * Lq * P,) uint8; r_min.. (BH * n_groups * P,) float32
+        # queries (BH * M * d,) float32; out (BH * M * out_len,) float32; flags (1,) int32
+        tab = cuda.shared.array(TABN, uint32, alignment=TAB_ALIGN)
+        rcs = cuda.shared.array(NRC, uint32, alignment=SHARED_ALIGN)
+        xch = cuda.shared.array((NXCH, 6), uint32)
+        bh = cuda.blockIdx.y
+        tid = cuda.threadIdx.x
+        lane = tid % 32
+        warp = tid // 32
+        gid = lane >> 2
+        tig = lane & 3
+        d = 2 * P
+        # B fragments: head hc * 8 + gid, pairs tig * CP + 2 s (b0) and + 1 (b1)
+        b0 = cuda.local.array(KS, uint32)
+        b1 = cuda.local.array(KS, uint32)
+        head = cuda.blockIdx.z * MMA_HEADS + gid
+        live = head < n_heads
+        qbase = (int64(bh) * n_heads + head) * d
+        big = False
+        for s in range(KS):
+            b0[s] = uint32(0)
+            b1[s] = uint32(0)
+            if live:
+                j = tig * CP + 2 * s
+                qx0 = ldg_f32(queries, qbase + j * x_stride)
+                qy0 = ldg_f32(queries, qbase + j * x_stride + y_offset)
+                qx1 = ldg_f32(queries, qbase + (j + 1) * x_stride)
+                qy1 = ldg_f32(queries, qbase + (j + 1) * x_stride + y_offset)
+                big = big or not (max(max(abs(qx0), abs(qy0)), max(abs(qx1), abs(qy1))) < F16_MAX)
+                b0[s] = h2_pack(qx0, qy0)
+                b1[s] = h2_pack(qx1, qy1)
+        if big:
+            flags[0] = 1
+        lq = int64(n_groups) * G
+        wa = cuda.local.array((TPW, NWD), uint32)
+        wb = cuda.local.array((TPW, NWD), uint32)
+        base = smem_addr(tab) + uint32(tig * STRIDE)
+        for gb in range(GPB):
+            g = cuda.blockIdx.x * GPB + gb
+            if g >= n_groups:                       # block-uniform
+                return
+            row0 = int64(bh) * lq + int64(g) * G
+            # index loads of this group go out before the table build
+            for u in range(TPW):
+                tok = (warp * TPW + u) * 16 + gid
+                oa = (row0 + tok) * P + tig * CP
+                ob = oa + 8 * P
+                if WIDE:
+                    for w4 in range(NWD // 4):
+                        x0, x1, x2, x3 = ld_u32x4(index, oa + 16 * w4)
+                        wa[u, 4 * w4] = x0
+                        wa[u, 4 * w4 + 1] = x1
+                        wa[u, 4 * w4 + 2] = x2
+                        wa[u, 4 * w4 + 3] = x3
+                        y0, y1, y2, y3 = ld_u32x4(index, ob + 16 * w4)
+                        wb[u, 4 * w4] = y0
+                        wb[u, 4 * w4 + 1] = y1
+                        wb[u, 4 * w4 + 2] = y2
+                        wb[u, 4 * w4 + 3] = y3
+                else:
+                    for w in range(NWD):
+                        wa[u, w] = ld_u32(index, oa + 4 * w)
+                        wb[u, w] = ld_u32(index, ob + 4 * w)
+            pbase = (int64(bh) * n_groups + g) * P
+            cuda.syncthreads()                      # the last group's readers are done
+            # (cos, sin) of every bin angle, 4 consecutive bins a thread and store
+            for it in range(NIT_T):
+                e = it * NT + tid
+                if e < QUADS:
+                    j = e // QPR
+                    t0 = (e % QPR) * 4
+                    ps = ldg_f32(phi_step, pbase + j)
+                    x0 = fma(float32(t0), ps, (ldg_f32(phi_min, pbase + j) + FHALF * ps) - PI32)
+                    # cos(x + pi) = -cos(x): the argument stays in [-pi, pi] for the fast sin/cos
+                    x1 = x0 + ps
+                    x2 = fma(float32(2.0), ps, x0)
+                    x3 = fma(float32(3.0), ps, x0)
+                    sts_u32x4(tab, (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0,
+                              h2_pack(-fast_cos(x0), -fast_sin(x0)), h2_pack(-fast_cos(x1), -fast_sin(x1)),
+                              h2_pack(-fast_cos(x2), -fast_sin(x2)), h2_pack(-fast_cos(x3), -fast_sin(x3)))
+            # radius constants (step / 2**t_bits, r_min + step / 2) of each pair, both halves
+            for it in range(NIT_P):
+                j = it * NT + tid
+                if j < P:
+                    st = ldg_f32(r_step, pbase + j)
+                    lo = ldg_f32(r_min, pbase + j)
+                    if not (fma(st, RSCALE, lo) < F16_MAX):
+                        flags[0] = 1
+                    sc = st * TSCALE
+                    c = fma(FHALF, st, lo)
+                    sts_u32x2(rcs, 2 * j, h2_pack(sc, sc), h2_pack(c, c))
+            cuda.syncthreads()
+            for u in range(TPW):
+                c0 = F0
+                c1 = F0
+                c2 = F0
+                c3 = F0
+                for s in range(KS):
+                    w = s >> 1
+                    xa = wa[u, w]
+                    xb = wb[u, w]
+                    j = tig * CP + 2 * s
+                    # k-step s: column pair tig <- pair j (bytes 2(s%2)), column pair tig+4 <- pair j+1
+                    ka0, kb0 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1), base, 2 * s, j, magic)
+                    ka1, kb1 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1, j + 1, magic)
+                    c0, c1, c2, c3 = mma_16816(xch, ka0, kb0, ka1, kb1, b0[s], b1[s], c0, c1, c2, c3)
+                # C: rows gid, gid + 8 (tokens), columns 2 tig, 2 tig + 1 (heads)
+                tok = int64(g) * G + (warp * TPW + u) * 16 + gid
+                h0 = cuda.blockIdx.z * MMA_HEADS + 2 * tig
+                o = (int64(bh) * n_heads + h0) * out_len + tok
+                if h0 < n_heads:
+                    stg(out, o, c0)
+                    stg(out, o + 8, c2)
+                if h0 + 1 < n_heads:
+                    stg(out, o + out_len, c1)
+                    stg(out, o + out_len + 8, c3)
+
+    return polar_scores_mma

@@ -1,0 +1,134 @@
+"""The tensor-core scoring path, table="mma" (backend "cuda-mma"): float16 keys and queries, float32 sums.
+
+Runs on the numba-cuda simulator without --gpu (the inline PTX has Python
+twins there, the mma a lane-by-lane exchange), on the real GPU with it. The
+drawn property examples often have shapes the kernel does not take (P or G
+not a multiple of 16, which fall back to the float32 table kernel), so the
+fixed cases below are all shapes it does take, and a test checks that they
+really ran on float16 keys.
+"""
+import numpy as np
+import pytest
+
+from polarref import golden, tolerances as tol, verify
+from polarref.backends import load_backend
+from polarref.strategies import Case, Config, NORMAL, SMALL, make_keys
+from polarref.verify import golden_score_tolerance
+
+SCORE_PROPERTIES = [p for p in verify.PROPERTIES if p.needs == ("scores",)]
+
+# (H_kv, M, L, P, G, r_bits, t_bits, pairing, distribution, scale)
+CASES = [
+    (1, 4, 256, 64, 128, 4, 4, "half", "outlier_channels", 1.0),        # W-GPU's head shape
+    (2, 3, 69, 32, 32, 4, 4, "interleaved", "gaussian", 30.0),          # residual tokens, M odd
+    (1, 9, 48, 16, 16, 3, 5, "half", "straddle_zero_angle", 1e-3),      # 2 head chunks, tiny keys
+    (1, 2, 96, 16, 48, 2, 6, "half", "repeated_values", 1.0),           # 3 warps a group
+    (1, 4, 32, 16, 32, 5, 2, "interleaved", "gaussian", 1.0),           # 4 bins: one store a row
+]
+
+
+def _case_id(c):
+    return f"P{c[3]}-G{c[4]}-M{c[1]}-r{c[5]}t{c[6]}-{c[7]}"
+
+
+def _example(case, seed=11):
+    h_kv, m, length, p, g, r_bits, t_bits, pairing, distribution, scale = case
+    keys = make_keys(seed, (h_kv, length, 2 * p), distribution, 0, g) * scale
+    queries = np.random.default_rng(seed + 1).standard_normal((h_kv * m, 2 * p))
+    return Case(keys, queries, Config(r_bits, t_bits, g, pairing), f"fixed {distribution}")
+
+
+@pytest.fixture(scope="module")
+def mma_backend():
+    backend = load_backend("cuda-mma")
+    assert backend.key_dtype == np.float16 and backend.working_dtype == np.float32
+    return backend
+
+
+@pytest.mark.parametrize("check", [p.name for p in SCORE_PROPERTIES])
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_mma_matches_golden(mma_backend, case, check):
+    from cuda_kernels import mma
+
+    example = _example(case)
+    assert mma.mma_eligible(case[3], case[6], case[4])
+    prop = {p.name: p for p in verify.PROPERTIES}[check]
+    outcome = prop.check(mma_backend, example)           # raises AssertionError on a mismatch
+    assert outcome.worst <= 1.0
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_mma_really_rounds_keys_to_float16(case):
+    """Not the float32 path under another name: the float16 term of the bound is needed, and enough."""
+    import cuda_kernels
+
+    example = _example(case)
+    code = golden.encode(example.keys, **example.config.kwargs())
+    want = golden.scores(example.queries, code)
+    got = np.asarray(cuda_kernels.scores(example.queries, code, table="mma"))
+    float32_only = golden_score_tolerance(example.queries, code, tol.EPS32)
+    with_keys = golden_score_tolerance(example.queries, code, tol.EPS32, key_dtype=np.float16)
+    err = np.abs(got - want)
+    assert (err > float32_only).any()
+    assert (err <= with_keys).all()
+
+
+@pytest.mark.parametrize("prop", SCORE_PROPERTIES, ids=lambda p: p.name)
+def test_mma_properties(prop, request):
+    """The drawn examples too (eligible shapes run on tensor cores, the rest on the float32 tables)."""
+    on_gpu = request.config.getoption("--gpu")
+    result = verify.run_property(prop, load_backend("cuda-mma"), examples=None if on_gpu else 4, seed=0,
+                                 limits=NORMAL if on_gpu else SMALL)
+    assert result.status == "pass", "\n".join([result.message, *result.notes])
+    assert result.examples > 0
+
+
+def test_several_groups_per_block_and_a_partial_last_block():
+    """groups_per_block > 1 (the launcher picks it only for large inputs): 5 groups in blocks of 2."""
+    from numba import cuda
+
+    from cuda_kernels import launch as CL
+
+    h_kv, m, p, g, n = 2, 4, 16, 16, 5
+    keys = make_keys(5, (h_kv, n * g, 2 * p), "gaussian", 0, g)
+    queries = np.random.default_rng(6).standard_normal((h_kv * m, 2 * p))
+    code = golden.encode(keys, group_size=g)
+    index, r_min, r_step, phi_min, phi_step = CL.device_code_arrays(code)
+    q = cuda.to_device(queries.astype(np.float32).reshape(-1))
+    out = cuda.to_device(np.full(h_kv * m * n * g, np.nan, np.float32))
+    flags = cuda.to_device(np.zeros(1, np.int32))
+    cfg = CL.mma_config(p, 4, 4, g, n, h_kv, CL._pointer(index), groups_per_block=2)
+    CL.launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q, g, "half", m, out, n * g, h_kv, n,
+                         flags, cfg)
+    got = out.copy_to_host().reshape(h_kv * m, n * g).astype(np.float64)
+    want = golden.scores(queries, code)
+    assert int(flags.copy_to_host()[0]) == 0
+    assert np.isfinite(got).all(), "some scores were never written"
+    bound = golden_score_tolerance(queries, code, tol.EPS32, key_dtype=np.float16)
+    assert (np.abs(got - want) <= bound).all()
+
+
+@pytest.mark.parametrize("what", ["queries", "keys"])
+def test_beyond_float16_range_is_an_error_not_inf(what):
+    import cuda_kernels
+
+    keys = make_keys(3, (1, 32, 32), "gaussian", 0, 16)
+    queries = np.random.default_rng(4).standard_normal((2, 32))
+    if what == "keys":
+        keys[0, 5, 3] = 1e5
+    else:
+        queries[1, 7] = -7e4
+    code = golden.encode(keys, group_size=16)
+    with pytest.raises(OverflowError, match="float16 range.*table='float32'"):
+        cuda_kernels.scores(queries, code, table="mma")
+    assert np.isfinite(cuda_kernels.scores(queries, code)).all()     # the float32 path takes them
+
+
+def test_ineligible_shapes_use_the_float32_tables():
+    """P = 6 pairs is not a multiple of 16: table='mma' gives exactly the float32 kernel's scores."""
+    import cuda_kernels
+
+    keys = make_keys(8, (1, 40, 12), "gaussian", 0, 8)
+    queries = np.random.default_rng(9).standard_normal((3, 12))
+    code = golden.encode(keys, group_size=8)
+    assert np.array_equal(cuda_kernels.scores(queries, code, table="mma"), cuda_kernels.scores(queries, code))
