@@ -182,6 +182,12 @@ def scores_variants():
         ("mma default", "mma", {}),
         ("mma gpb1", "mma", dict(groups_per_block=1)),
         ("mma gpb16", "mma", dict(groups_per_block=16)),
+        ("mma gpb32", "mma", dict(groups_per_block=32)),
+        ("mma gpb32 regs", "mma", dict(groups_per_block=32, async_copy=False)),
+        ("mma regs r100", "mma", dict(groups_per_block=32, async_copy=False, max_registers=100)),
+        ("mma regs r88", "mma", dict(groups_per_block=32, async_copy=False, max_registers=88)),
+        ("mma regs r96 w8", "mma", dict(groups_per_block=32, async_copy=False, max_registers=96, warps=8)),
+        ("mma gpb32 w8", "mma", dict(groups_per_block=32, warps=8)),
         ("mma 4B loads", "mma", dict(wide_loads=False)),
         ("f32 nt128 tpt1", "float32", dict(threads=128, tokens_per_thread=1)),
         ("f32 nt32 tpt4", "float32", dict(threads=32, tokens_per_thread=4)),
@@ -345,7 +351,7 @@ def dump_sass(folder, batch=1, length=4096):
     _, dev = random_code(rng, batch, length)
     out = cuda.device_array(bhs * M * length, dtype=np.float32)
     flags = cuda.to_device(np.zeros(1, np.int32))
-    cfg = CL.mma_config(P, R_BITS, T_BITS, G, n, bhs, CL._pointer(dev["index"]))
+    cfg = CL.mma_config(P, R_BITS, T_BITS, G, 8 * 1024, 8 * H_KV, CL._pointer(dev["index"]))  # W-GPU's
     CL.launch_mma_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"],
                          dev["queries"], G, "half", M, out, length, bhs, n, flags, cfg)
     cuda.synchronize()
@@ -365,7 +371,7 @@ def dump_sass(folder, batch=1, length=4096):
         print(f"mma scoring kernel, config {cfg}: {sum(ops.values())} SASS instructions")
         print("  " + ", ".join(f"{k} {v}" for k, v in ops.most_common(40)))
         try:
-            print("  registers:", kern.get_regs_per_thread(sig))
+            print("  registers:", kern.get_regs_per_thread())
         except Exception as error:  # pragma: no cover - informational
             print("  registers: n/a", error)
     return 0
@@ -412,7 +418,7 @@ def main(argv=None):
     print(f"HBM copy bandwidth: {copy_gbs:.0f} GB/s ({how}, 2 GiB, read + write, {copy_ms:.3f} ms)", flush=True)
 
     cases = [dict(batch=8, length=131072)] if args.quick else CASES
-    variants = scores_variants()[:5] if args.quick else scores_variants()
+    variants = scores_variants()[:11] if args.quick else scores_variants()
     if args.smoke:
         global SAMPLES, REPEATS
         SAMPLES, REPEATS = 1, 1

@@ -388,7 +388,7 @@ def launch_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, 
 def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0, **overrides) -> dict:
     """Compile-time configuration of mma.mma_scores_kernel: a block scores enough groups of one
     KV head to keep its query fragments busy, while the grid keeps about 2048 blocks or more."""
-    gpb = max(1, min(8, (n_groups * bhs) // 2048))
+    gpb = max(1, min(32, (n_groups * bhs) // 2048))
     cfg = dict(n_pairs=n_pairs, r_bits=r_bits, t_bits=t_bits, group_size=group_size,
                groups_per_block=gpb, wide_loads=n_pairs % 64 == 0 and index_ptr % 16 == 0)
     cfg.update(overrides)
@@ -403,8 +403,7 @@ def launch_mma_scores(index, r_min, r_step, phi_min, phi_step, queries, group_si
     kern = MMA.mma_scores_kernel(**config)
     n_pairs, gpb = config["n_pairs"], config["groups_per_block"]
     x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
-    n_tiles = group_size // 16
-    threads = 32 * next(w for w in (4, 3, 2, 1) if n_tiles % w == 0)
+    threads = 32 * MMA.mma_warps(group_size, config.get("warps", 0))
     grid = (-(-n_groups // gpb), bhs, -(-n_heads // MMA.MMA_HEADS))
     kern[grid, threads](index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
                         n_groups, n_heads, out, out_len, flags, MMA.H2_1024)

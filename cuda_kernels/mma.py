@@ -145,6 +145,24 @@ if SIM:
         arr[i + 2] = c
         arr[i + 3] = d
 
+    def lds_u32x4(arr, i):
+        return np.uint32(arr[i]), np.uint32(arr[i + 1]), np.uint32(arr[i + 2]), np.uint32(arr[i + 3])
+
+    def cp_async16(dst, i, src, o):
+        """dst[i:i+4] (uint32 words, shared) <- bytes src[o:o+16] (global); the GPU copies
+        asynchronously (cp.async), the simulator at once."""
+        for k in range(4):
+            w = 0
+            for b in range(4):
+                w |= int(src[o + 4 * k + b]) << (8 * b)
+            dst[i + k] = np.uint32(w)
+
+    def cp_async_commit():
+        pass
+
+    def cp_async_wait_all():
+        pass
+
 else:
     from llvmlite import ir
     from numba import types
@@ -256,6 +274,35 @@ else:
 
     sts_u32x2 = _sts_u32xn(2)
     sts_u32x4 = _sts_u32xn(4)
+    lds_u32x4 = _vector_load(_I32, types.uint32, 4, 3, 16)
+
+    @intrinsic
+    def cp_async16(typingctx, dst, i, src, o):
+        """cp.async.cg: 16 bytes src[o:o+16] (global) -> dst[i:i+4] (shared words), no registers."""
+        sig = types.void(dst, i, src, o)
+
+        def codegen(context, builder, sig, args):
+            d = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+            d = builder.addrspacecast(builder.bitcast(d, ir.PointerType(_I32)), ir.PointerType(_I32, 3))
+            src_ptr = _item_ptr(context, builder, sig.args[2], args[2], sig.args[3], args[3])
+            fnty = ir.FunctionType(ir.VoidType(), [_I32, ir.IntType(64)])
+            builder.asm(fnty, "cp.async.cg.shared.global [$0], [$1], 16;", "r,l",
+                        [builder.ptrtoint(d, _I32), builder.ptrtoint(src_ptr, ir.IntType(64))], True)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    def _asm_void(text):
+        @intrinsic
+        def op(typingctx):
+            def codegen(context, builder, sig, args):
+                builder.asm(ir.FunctionType(ir.VoidType(), []), text, "~{memory}", [], True)
+                return context.get_dummy_value()
+            return types.void(), codegen
+        return op
+
+    cp_async_commit = _asm_void("cp.async.commit_group;")
+    cp_async_wait_all = _asm_void("cp.async.wait_all;")
 
 
 def mma_eligible(n_pairs: int, t_bits: int, group_size: int) -> bool:
@@ -266,17 +313,27 @@ def mma_eligible(n_pairs: int, t_bits: int, group_size: int) -> bool:
             and n_pairs * (4 << t_bits) <= 16384)
 
 
+def mma_warps(group_size: int, warps: int = 0) -> int:
+    """Warps of a block: `warps` if it divides the group's 16-token tiles, else the most of 4, 3, 2, 1 that do."""
+    n_tiles = group_size // 16
+    if warps and n_tiles % warps == 0:
+        return warps
+    return next(w for w in (4, 3, 2, 1) if n_tiles % w == 0)
+
+
 @lru_cache(maxsize=None)
 def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
-                      groups_per_block: int, wide_loads: bool = True):
+                      groups_per_block: int, wide_loads: bool = True, warps: int = 0,
+                      max_registers: int = 0, async_copy: bool = True):
     """Kernel factory: tensor-core scores of the quantized tokens.
 
     grid (ceil(n_groups / groups_per_block), BH, ceil(M / 8)); block 32 * W
     threads, W warps sharing the G / 16 token tiles of a group. A block keeps
     its 8 query heads' B fragments in registers and scores groups_per_block
     consecutive groups of one KV head: per group it builds the (cos, sin)
-    table and radius constants in shared memory, then each warp decodes and
-    multiplies its tiles. wide_loads: 16-byte index loads (needs P % 64 == 0
+    table and radius constants in shared memory (double-buffered, one barrier
+    a group), then each warp decodes and multiplies its tiles while the next
+    group's index words and parameters are loading into registers. wide_loads: 16-byte index loads (needs P % 64 == 0
     and a 16-byte aligned index), else 4-byte loads.
 
     Table layout: lane tig reads only the pairs of its index bytes, chunk tig,
@@ -294,8 +351,10 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     CP = P // 4                           # index bytes per lane and token (pairs tig * CP ...)
     NWD = CP // 4                         # index words per lane and token
     WIDE = bool(wide_loads) and NWD % 4 == 0
+    ASYNC = WIDE and bool(async_copy)
+    NW4 = NWD // 4
     NTILE = G // 16
-    NWARP = next(w for w in (4, 3, 2, 1) if NTILE % w == 0)
+    NWARP = mma_warps(G, warps)
     TPW = NTILE // NWARP                  # tiles per warp
     NT = 32 * NWARP
     NTAB = 1 << t_bits
@@ -307,6 +366,9 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     TMASK4 = np.uint32((NTAB - 1) << 2)   # theta * 4
     RMASK2 = np.uint32((((1 << r_bits) - 1) << t_bits) * 0x00010001)   # radius bits of both halves
     NRC = 2 * P
+    STAGE = 4 * NT * TPW * 2 * NW4 if ASYNC else 1        # words a buffer: [u][a/b][w4][thread][4]
+    STAGE2 = 2 * STAGE
+    TABN2, NRC2 = 2 * TABN, 2 * NRC        # double buffers (shared shapes must be plain constants)
     NXCH = NT if SIM else 1
     RSCALE = np.float32(2.0 ** r_bits)
     TSCALE = np.float32(2.0 ** -t_bits)
@@ -323,28 +385,78 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         return ((x >> uint32(8 * k - 2)) & TMASK4) | base
 
     @cuda.jit(device=True, inline=True)
-    def decode_pair(tab, rcs, xa, xb, k, base, row, j, magic):
-        """float16x2 keys (x, y) of pair j (table row `row`) for tokens a and b: byte k of xa, xb.
+    def decode_pair(tab, rcs, xa, xb, k, base, row, ri, magic):
+        """float16x2 keys (x, y) of a pair (table row `row`, radius constants at rcs[ri]) for
+        tokens a and b: byte k of xa, xb.
 
         prmt puts byte k of xa in byte 0 and byte k of xb in byte 2: the radius
         codes of both tokens land in the mantissas of one float16x2 (magic is
         H2_1024, an argument so that the mask-and-or is one LOP3).
         """
-        sc, c = lds_u32x2(rcs, 2 * j)
+        sc, c = lds_u32x2(rcs, ri)
         csa = lds_at(tab, bin_word(xa, k, base) + uint32(row * ROWB))
         csb = lds_at(tab, bin_word(xb, k, base) + uint32(row * ROWB))
         hr = (prmt(xa, xb, uint32(k | ((4 + k) << 8))) & RMASK2) | magic   # 1024 + (rho << t_bits)
         r = h2_fma(h2_sub(hr, H2_1024), sc, c)                # r_hat of both tokens
         return h2_mul_lo(r, csa), h2_mul_hi(r, csb)
 
-    @cuda.jit
+    @cuda.jit(device=True, inline=True)
+    def fetch(index, r_min, r_step, phi_min, phi_step, bh, g, n_groups, warp, gid, tig, tid, wa, wb, pq, rq,
+              stage, sbase):
+        """Start the loads of group g: this lane's index words (tokens gid, gid + 8 of each of its
+        tiles; to stage[sbase:] by cp.async, else to wa, wb), the angle parameters of the table
+        entries it builds (pq) and the radius parameters of the pair it prepares (rq). Nothing
+        waits for them here."""
+        row0 = (int64(bh) * n_groups + g) * G
+        for u in range(TPW):
+            oa = (row0 + (warp * TPW + u) * 16 + gid) * P + tig * CP
+            ob = oa + 8 * P
+            if ASYNC:
+                for w4 in range(NW4):
+                    cp_async16(stage, sbase + (((u * 2) * NW4 + w4) * NT + tid) * 4, index, oa + 16 * w4)
+                    cp_async16(stage, sbase + (((u * 2 + 1) * NW4 + w4) * NT + tid) * 4, index, ob + 16 * w4)
+            elif WIDE:
+                for w4 in range(NWD // 4):
+                    x0, x1, x2, x3 = ld_u32x4(index, oa + 16 * w4)
+                    wa[u, 4 * w4] = x0
+                    wa[u, 4 * w4 + 1] = x1
+                    wa[u, 4 * w4 + 2] = x2
+                    wa[u, 4 * w4 + 3] = x3
+                    y0, y1, y2, y3 = ld_u32x4(index, ob + 16 * w4)
+                    wb[u, 4 * w4] = y0
+                    wb[u, 4 * w4 + 1] = y1
+                    wb[u, 4 * w4 + 2] = y2
+                    wb[u, 4 * w4 + 3] = y3
+            else:
+                for w in range(NWD):
+                    wa[u, w] = ld_u32(index, oa + 4 * w)
+                    wb[u, w] = ld_u32(index, ob + 4 * w)
+        if ASYNC:
+            cp_async_commit()
+        pbase = (int64(bh) * n_groups + g) * P
+        for it in range(NIT_T):
+            e = it * NT + tid
+            if e < QUADS:
+                pq[it, 0] = ldg_f32(phi_min, pbase + e // QPR)
+                pq[it, 1] = ldg_f32(phi_step, pbase + e // QPR)
+        for it in range(NIT_P):
+            j = it * NT + tid
+            if j < P:
+                rq[it, 0] = ldg_f32(r_min, pbase + j)
+                rq[it, 1] = ldg_f32(r_step, pbase + j)
+
+    jit = cuda.jit(max_registers=max_registers) if (max_registers and not SIM) else cuda.jit
+
+    @jit
     def polar_scores_mma(index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
                          n_groups, n_heads, out, out_len, flags, magic):
         # index (BH * Lq * P,) uint8; r_min.. (BH * n_groups * P,) float32
         # queries (BH * M * d,) float32; out (BH * M * out_len,) float32; flags (1,) int32
-        tab = cuda.shared.array(TABN, uint32, alignment=TAB_ALIGN)
-        rcs = cuda.shared.array(NRC, uint32, alignment=SHARED_ALIGN)
+        # Tables and radius constants are double-buffered (group parity): one barrier a group.
+        tab = cuda.shared.array(TABN2, uint32, alignment=TAB_ALIGN)
+        rcs = cuda.shared.array(NRC2, uint32, alignment=SHARED_ALIGN)
         xch = cuda.shared.array((NXCH, 6), uint32)
+        stage = cuda.shared.array(STAGE2, uint32, alignment=SHARED_ALIGN)
         bh = cuda.blockIdx.y
         tid = cuda.threadIdx.x
         lane = tid % 32
@@ -352,6 +464,19 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         gid = lane >> 2
         tig = lane & 3
         d = 2 * P
+        g0 = cuda.blockIdx.x * GPB
+        # registers for the current group and the next one (loads in flight while scoring)
+        wa = cuda.local.array((TPW, NWD), uint32)
+        wb = cuda.local.array((TPW, NWD), uint32)
+        na = cuda.local.array((TPW, NWD), uint32)
+        nb = cuda.local.array((TPW, NWD), uint32)
+        pq = cuda.local.array((NIT_T, 2), float32)
+        rq = cuda.local.array((NIT_P, 2), float32)
+        npq = cuda.local.array((NIT_T, 2), float32)
+        nrq = cuda.local.array((NIT_P, 2), float32)
+        if g0 < n_groups:
+            fetch(index, r_min, r_step, phi_min, phi_step, bh, g0, n_groups, warp, gid, tig, tid, wa, wb, pq, rq,
+                  stage, 0)
         # B fragments: head hc * 8 + gid, pairs tig * CP + 2 s (b0) and + 1 (b1)
         b0 = cuda.local.array(KS, uint32)
         b1 = cuda.local.array(KS, uint32)
@@ -373,66 +498,58 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 b1[s] = h2_pack(qx1, qy1)
         if big:
             flags[0] = 1
-        lq = int64(n_groups) * G
-        wa = cuda.local.array((TPW, NWD), uint32)
-        wb = cuda.local.array((TPW, NWD), uint32)
-        base = smem_addr(tab) + uint32(tig * STRIDE)
         for gb in range(GPB):
-            g = cuda.blockIdx.x * GPB + gb
+            g = g0 + gb
             if g >= n_groups:                       # block-uniform
                 return
-            row0 = int64(bh) * lq + int64(g) * G
-            # index loads of this group go out before the table build
-            for u in range(TPW):
-                tok = (warp * TPW + u) * 16 + gid
-                oa = (row0 + tok) * P + tig * CP
-                ob = oa + 8 * P
-                if WIDE:
-                    for w4 in range(NWD // 4):
-                        x0, x1, x2, x3 = ld_u32x4(index, oa + 16 * w4)
-                        wa[u, 4 * w4] = x0
-                        wa[u, 4 * w4 + 1] = x1
-                        wa[u, 4 * w4 + 2] = x2
-                        wa[u, 4 * w4 + 3] = x3
-                        y0, y1, y2, y3 = ld_u32x4(index, ob + 16 * w4)
-                        wb[u, 4 * w4] = y0
-                        wb[u, 4 * w4 + 1] = y1
-                        wb[u, 4 * w4 + 2] = y2
-                        wb[u, 4 * w4 + 3] = y3
-                else:
-                    for w in range(NWD):
-                        wa[u, w] = ld_u32(index, oa + 4 * w)
-                        wb[u, w] = ld_u32(index, ob + 4 * w)
-            pbase = (int64(bh) * n_groups + g) * P
-            cuda.syncthreads()                      # the last group's readers are done
+            buf = gb & 1
             # (cos, sin) of every bin angle, 4 consecutive bins a thread and store
             for it in range(NIT_T):
                 e = it * NT + tid
                 if e < QUADS:
                     j = e // QPR
                     t0 = (e % QPR) * 4
-                    ps = ldg_f32(phi_step, pbase + j)
-                    x0 = fma(float32(t0), ps, (ldg_f32(phi_min, pbase + j) + FHALF * ps) - PI32)
+                    ps = pq[it, 1]
+                    x0 = fma(float32(t0), ps, (pq[it, 0] + FHALF * ps) - PI32)
                     # cos(x + pi) = -cos(x): the argument stays in [-pi, pi] for the fast sin/cos
                     x1 = x0 + ps
                     x2 = fma(float32(2.0), ps, x0)
                     x3 = fma(float32(3.0), ps, x0)
-                    sts_u32x4(tab, (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0,
+                    sts_u32x4(tab, buf * TABN + (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0,
                               h2_pack(-fast_cos(x0), -fast_sin(x0)), h2_pack(-fast_cos(x1), -fast_sin(x1)),
                               h2_pack(-fast_cos(x2), -fast_sin(x2)), h2_pack(-fast_cos(x3), -fast_sin(x3)))
             # radius constants (step / 2**t_bits, r_min + step / 2) of each pair, both halves
             for it in range(NIT_P):
                 j = it * NT + tid
                 if j < P:
-                    st = ldg_f32(r_step, pbase + j)
-                    lo = ldg_f32(r_min, pbase + j)
+                    lo = rq[it, 0]
+                    st = rq[it, 1]
                     if not (fma(st, RSCALE, lo) < F16_MAX):
                         flags[0] = 1
                     sc = st * TSCALE
                     c = fma(FHALF, st, lo)
-                    sts_u32x2(rcs, 2 * j, h2_pack(sc, sc), h2_pack(c, c))
+                    sts_u32x2(rcs, buf * NRC + 2 * j, h2_pack(sc, sc), h2_pack(c, c))
+            if ASYNC:
+                cp_async_wait_all()                 # this thread's copies of group g have landed
             cuda.syncthreads()
+            if gb + 1 < GPB and g + 1 < n_groups:
+                fetch(index, r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, warp, gid, tig, tid,
+                      na, nb, npq, nrq, stage, (1 - buf) * STAGE)
+            base = smem_addr(tab) + uint32(buf * TABN * 4 + tig * STRIDE)
+            rbase = buf * NRC
             for u in range(TPW):
+                if ASYNC:                           # this lane's words of tile u, from the stage
+                    for w4 in range(NW4):
+                        x0, x1, x2, x3 = lds_u32x4(stage, buf * STAGE + (((u * 2) * NW4 + w4) * NT + tid) * 4)
+                        wa[u, 4 * w4] = x0
+                        wa[u, 4 * w4 + 1] = x1
+                        wa[u, 4 * w4 + 2] = x2
+                        wa[u, 4 * w4 + 3] = x3
+                        y0, y1, y2, y3 = lds_u32x4(stage, buf * STAGE + (((u * 2 + 1) * NW4 + w4) * NT + tid) * 4)
+                        wb[u, 4 * w4] = y0
+                        wb[u, 4 * w4 + 1] = y1
+                        wb[u, 4 * w4 + 2] = y2
+                        wb[u, 4 * w4 + 3] = y3
                 c0 = F0
                 c1 = F0
                 c2 = F0
@@ -443,8 +560,9 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                     xb = wb[u, w]
                     j = tig * CP + 2 * s
                     # k-step s: column pair tig <- pair j (bytes 2(s%2)), column pair tig+4 <- pair j+1
-                    ka0, kb0 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1), base, 2 * s, j, magic)
-                    ka1, kb1 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1, j + 1, magic)
+                    ka0, kb0 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1), base, 2 * s, rbase + 2 * j, magic)
+                    ka1, kb1 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1,
+                                           rbase + 2 * j + 2, magic)
                     c0, c1, c2, c3 = mma_16816(xch, ka0, kb0, ka1, kb1, b0[s], b1[s], c0, c1, c2, c3)
                 # C: rows gid, gid + 8 (tokens), columns 2 tig, 2 tig + 1 (heads)
                 tok = int64(g) * G + (warp * TPW + u) * 16 + gid
@@ -456,5 +574,16 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 if h0 + 1 < n_heads:
                     stg(out, o + out_len, c1)
                     stg(out, o + out_len + 8, c3)
+            if not ASYNC:
+                for u in range(TPW):
+                    for w in range(NWD):
+                        wa[u, w] = na[u, w]
+                        wb[u, w] = nb[u, w]
+            for it in range(NIT_T):
+                pq[it, 0] = npq[it, 0]
+                pq[it, 1] = npq[it, 1]
+            for it in range(NIT_P):
+                rq[it, 0] = nrq[it, 0]
+                rq[it, 1] = nrq[it, 1]
 
     return polar_scores_mma

@@ -41,7 +41,7 @@ if [ -n "$PROFILE" ]; then      # PROFILE="scores32 encode16": Nsight Compute on
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   for what in $PROFILE; do
     echo "== ncu $what (log: $OUT/ncu_$what.txt)"
-    case $what in scores*) k=polar_scores ;; *) k=polar_encode ;; esac
+    case $what in scoresmma) k=polar_scores_mma ;; scores*) k=polar_scores ;; *) k=polar_encode ;; esac
     timeout 150 "$NCU" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
       --section WarpStateStats --section Occupancy --section LaunchStats --section InstructionStats \
