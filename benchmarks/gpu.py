@@ -181,13 +181,8 @@ def scores_variants():
         ("f16 default", "float16", {}),
         ("mma default", "mma", {}),
         ("mma gpb1", "mma", dict(groups_per_block=1)),
-        ("mma gpb16", "mma", dict(groups_per_block=16)),
-        ("mma gpb32", "mma", dict(groups_per_block=32)),
-        ("mma gpb32 regs", "mma", dict(groups_per_block=32, async_copy=False)),
-        ("mma regs r100", "mma", dict(groups_per_block=32, async_copy=False, max_registers=100)),
-        ("mma regs r88", "mma", dict(groups_per_block=32, async_copy=False, max_registers=88)),
-        ("mma regs r96 w8", "mma", dict(groups_per_block=32, async_copy=False, max_registers=96, warps=8)),
-        ("mma gpb32 w8", "mma", dict(groups_per_block=32, warps=8)),
+        ("mma gpb8", "mma", dict(groups_per_block=8)),
+        ("mma r96", "mma", dict(max_registers=96)),
         ("mma 4B loads", "mma", dict(wide_loads=False)),
         ("f32 nt128 tpt1", "float32", dict(threads=128, tokens_per_thread=1)),
         ("f32 nt32 tpt4", "float32", dict(threads=32, tokens_per_thread=4)),
@@ -382,6 +377,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="polarref bench --gpu", description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write every number here")
     ap.add_argument("--quick", action="store_true", help="only batch 8, L = 131072, default variants")
+    ap.add_argument("--defaults", action="store_true",
+                    help="every case, but only the default variants (float32, float16 tables, mma)")
     ap.add_argument("--sass", metavar="DIR", help="write the SASS of the mma scoring kernel to DIR and print "
                     "its instruction counts by opcode, then exit")
     ap.add_argument("--profile", choices=("scores32", "scores16", "scoresmma", "encode16"),
@@ -418,7 +415,7 @@ def main(argv=None):
     print(f"HBM copy bandwidth: {copy_gbs:.0f} GB/s ({how}, 2 GiB, read + write, {copy_ms:.3f} ms)", flush=True)
 
     cases = [dict(batch=8, length=131072)] if args.quick else CASES
-    variants = scores_variants()[:11] if args.quick else scores_variants()
+    variants = scores_variants()[:3] if (args.quick or args.defaults) else scores_variants()
     if args.smoke:
         global SAMPLES, REPEATS
         SAMPLES, REPEATS = 1, 1

@@ -145,24 +145,6 @@ if SIM:
         arr[i + 2] = c
         arr[i + 3] = d
 
-    def lds_u32x4(arr, i):
-        return np.uint32(arr[i]), np.uint32(arr[i + 1]), np.uint32(arr[i + 2]), np.uint32(arr[i + 3])
-
-    def cp_async16(dst, i, src, o):
-        """dst[i:i+4] (uint32 words, shared) <- bytes src[o:o+16] (global); the GPU copies
-        asynchronously (cp.async), the simulator at once."""
-        for k in range(4):
-            w = 0
-            for b in range(4):
-                w |= int(src[o + 4 * k + b]) << (8 * b)
-            dst[i + k] = np.uint32(w)
-
-    def cp_async_commit():
-        pass
-
-    def cp_async_wait_all():
-        pass
-
 else:
     from llvmlite import ir
     from numba import types
@@ -274,35 +256,6 @@ else:
 
     sts_u32x2 = _sts_u32xn(2)
     sts_u32x4 = _sts_u32xn(4)
-    lds_u32x4 = _vector_load(_I32, types.uint32, 4, 3, 16)
-
-    @intrinsic
-    def cp_async16(typingctx, dst, i, src, o):
-        """cp.async.cg: 16 bytes src[o:o+16] (global) -> dst[i:i+4] (shared words), no registers."""
-        sig = types.void(dst, i, src, o)
-
-        def codegen(context, builder, sig, args):
-            d = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-            d = builder.addrspacecast(builder.bitcast(d, ir.PointerType(_I32)), ir.PointerType(_I32, 3))
-            src_ptr = _item_ptr(context, builder, sig.args[2], args[2], sig.args[3], args[3])
-            fnty = ir.FunctionType(ir.VoidType(), [_I32, ir.IntType(64)])
-            builder.asm(fnty, "cp.async.cg.shared.global [$0], [$1], 16;", "r,l",
-                        [builder.ptrtoint(d, _I32), builder.ptrtoint(src_ptr, ir.IntType(64))], True)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    def _asm_void(text):
-        @intrinsic
-        def op(typingctx):
-            def codegen(context, builder, sig, args):
-                builder.asm(ir.FunctionType(ir.VoidType(), []), text, "~{memory}", [], True)
-                return context.get_dummy_value()
-            return types.void(), codegen
-        return op
-
-    cp_async_commit = _asm_void("cp.async.commit_group;")
-    cp_async_wait_all = _asm_void("cp.async.wait_all;")
 
 
 def mma_eligible(n_pairs: int, t_bits: int, group_size: int) -> bool:
@@ -322,9 +275,72 @@ def mma_warps(group_size: int, warps: int = 0) -> int:
 
 
 @lru_cache(maxsize=None)
+def _pair_decoder(r_bits: int, t_bits: int):
+    """decode_pair for these bit widths (table rows of 2**t_bits words, see mma_scores_kernel)."""
+    NTAB = 1 << t_bits
+    ROWB = 4 * NTAB                       # bytes per table row (one pair)
+    TMASK4 = np.uint32((NTAB - 1) << 2)   # theta * 4
+    RMASK2 = np.uint32((((1 << r_bits) - 1) << t_bits) * 0x00010001)   # radius bits of both halves
+
+    @cuda.jit(device=True, inline=True)
+    def bin_word(x, k, base):
+        """Shared byte address of the (cos, sin) word of the angle code in byte k of x."""
+        if k == 0:
+            return ((x << uint32(2)) & TMASK4) | base
+        return ((x >> uint32(8 * k - 2)) & TMASK4) | base
+
+    @cuda.jit(device=True, inline=True)
+    def decode_pair(tab, rcs, xa, xb, k, base, row, ri, magic):
+        """float16x2 keys (x, y) of a pair (table row `row`, radius constants at rcs[ri]) for
+        tokens a and b: byte k of xa, xb.
+
+        prmt puts byte k of xa in byte 0 and byte k of xb in byte 2: the radius
+        codes of both tokens land in the mantissas of one float16x2 (magic is
+        H2_1024, an argument so that the mask-and-or is one LOP3).
+        """
+        sc, c = lds_u32x2(rcs, ri)
+        csa = lds_at(tab, bin_word(xa, k, base) + uint32(row * ROWB))
+        csb = lds_at(tab, bin_word(xb, k, base) + uint32(row * ROWB))
+        hr = (prmt(xa, xb, uint32(k | ((4 + k) << 8))) & RMASK2) | magic   # 1024 + (rho << t_bits)
+        r = h2_fma(h2_sub(hr, H2_1024), sc, c)                # r_hat of both tokens
+        return h2_mul_lo(r, csa), h2_mul_hi(r, csb)
+
+    return decode_pair
+
+
+@lru_cache(maxsize=None)
+def _query_loader(n_pairs: int):
+    """load_queries: a lane's B fragments (float16x2) of every k-step; True if a query is beyond float16."""
+    KS = n_pairs // MMA_K_PAIRS
+    CP = n_pairs // 4
+
+    @cuda.jit(device=True, inline=True)
+    def load_queries(queries, bh, n_heads, gid, tig, x_stride, y_offset, b0, b1):
+        # head blockIdx.z * 8 + gid; k-step s: pairs tig * CP + 2 s (b0) and + 1 (b1)
+        head = cuda.blockIdx.z * MMA_HEADS + gid
+        qbase = (int64(bh) * n_heads + head) * (2 * n_pairs)
+        big = False
+        for s in range(KS):
+            b0[s] = uint32(0)
+            b1[s] = uint32(0)
+            if head < n_heads:
+                j = tig * CP + 2 * s
+                qx0 = ldg_f32(queries, qbase + j * x_stride)
+                qy0 = ldg_f32(queries, qbase + j * x_stride + y_offset)
+                qx1 = ldg_f32(queries, qbase + (j + 1) * x_stride)
+                qy1 = ldg_f32(queries, qbase + (j + 1) * x_stride + y_offset)
+                big = big or not (max(max(abs(qx0), abs(qy0)), max(abs(qx1), abs(qy1))) < F16_MAX)
+                b0[s] = h2_pack(qx0, qy0)
+                b1[s] = h2_pack(qx1, qy1)
+        return big
+
+    return load_queries
+
+
+@lru_cache(maxsize=None)
 def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                       groups_per_block: int, wide_loads: bool = True, warps: int = 0,
-                      max_registers: int = 0, async_copy: bool = True):
+                      max_registers: int = 0):
     """Kernel factory: tensor-core scores of the quantized tokens.
 
     grid (ceil(n_groups / groups_per_block), BH, ceil(M / 8)); block 32 * W
@@ -351,8 +367,6 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     CP = P // 4                           # index bytes per lane and token (pairs tig * CP ...)
     NWD = CP // 4                         # index words per lane and token
     WIDE = bool(wide_loads) and NWD % 4 == 0
-    ASYNC = WIDE and bool(async_copy)
-    NW4 = NWD // 4
     NTILE = G // 16
     NWARP = mma_warps(G, warps)
     TPW = NTILE // NWARP                  # tiles per warp
@@ -363,11 +377,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     STRIDE = -(-(CP * ROWB) // ALIGN) * ALIGN + ALIGN
     TAB_ALIGN = None if SIM else ALIGN
     TABN = 4 * STRIDE // 4                # table words
-    TMASK4 = np.uint32((NTAB - 1) << 2)   # theta * 4
-    RMASK2 = np.uint32((((1 << r_bits) - 1) << t_bits) * 0x00010001)   # radius bits of both halves
     NRC = 2 * P
-    STAGE = 4 * NT * TPW * 2 * NW4 if ASYNC else 1        # words a buffer: [u][a/b][w4][thread][4]
-    STAGE2 = 2 * STAGE
     TABN2, NRC2 = 2 * TABN, 2 * NRC        # double buffers (shared shapes must be plain constants)
     NXCH = NT if SIM else 1
     RSCALE = np.float32(2.0 ** r_bits)
@@ -377,45 +387,19 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     NIT_P = -(-P // NT)
     QPR = NTAB // 4                       # stores per row
 
-    @cuda.jit(device=True, inline=True)
-    def bin_word(x, k, base):
-        """Shared byte address of the (cos, sin) word of the angle code in byte k of x."""
-        if k == 0:
-            return ((x << uint32(2)) & TMASK4) | base
-        return ((x >> uint32(8 * k - 2)) & TMASK4) | base
+    decode_pair = _pair_decoder(r_bits, t_bits)
+    load_queries = _query_loader(P)
 
     @cuda.jit(device=True, inline=True)
-    def decode_pair(tab, rcs, xa, xb, k, base, row, ri, magic):
-        """float16x2 keys (x, y) of a pair (table row `row`, radius constants at rcs[ri]) for
-        tokens a and b: byte k of xa, xb.
-
-        prmt puts byte k of xa in byte 0 and byte k of xb in byte 2: the radius
-        codes of both tokens land in the mantissas of one float16x2 (magic is
-        H2_1024, an argument so that the mask-and-or is one LOP3).
-        """
-        sc, c = lds_u32x2(rcs, ri)
-        csa = lds_at(tab, bin_word(xa, k, base) + uint32(row * ROWB))
-        csb = lds_at(tab, bin_word(xb, k, base) + uint32(row * ROWB))
-        hr = (prmt(xa, xb, uint32(k | ((4 + k) << 8))) & RMASK2) | magic   # 1024 + (rho << t_bits)
-        r = h2_fma(h2_sub(hr, H2_1024), sc, c)                # r_hat of both tokens
-        return h2_mul_lo(r, csa), h2_mul_hi(r, csb)
-
-    @cuda.jit(device=True, inline=True)
-    def fetch(index, r_min, r_step, phi_min, phi_step, bh, g, n_groups, warp, gid, tig, tid, wa, wb, pq, rq,
-              stage, sbase):
-        """Start the loads of group g: this lane's index words (tokens gid, gid + 8 of each of its
-        tiles; to stage[sbase:] by cp.async, else to wa, wb), the angle parameters of the table
-        entries it builds (pq) and the radius parameters of the pair it prepares (rq). Nothing
-        waits for them here."""
+    def fetch(index, r_min, r_step, phi_min, phi_step, bh, g, n_groups, warp, gid, tig, tid, wa, wb, pq, rq):
+        """Start the loads of group g: this lane's index words (wa, wb: tokens gid, gid + 8 of each
+        of its tiles), the angle parameters of the table entries it builds (pq) and the radius
+        parameters of the pair it prepares (rq). Nothing waits for them here."""
         row0 = (int64(bh) * n_groups + g) * G
         for u in range(TPW):
             oa = (row0 + (warp * TPW + u) * 16 + gid) * P + tig * CP
             ob = oa + 8 * P
-            if ASYNC:
-                for w4 in range(NW4):
-                    cp_async16(stage, sbase + (((u * 2) * NW4 + w4) * NT + tid) * 4, index, oa + 16 * w4)
-                    cp_async16(stage, sbase + (((u * 2 + 1) * NW4 + w4) * NT + tid) * 4, index, ob + 16 * w4)
-            elif WIDE:
+            if WIDE:
                 for w4 in range(NWD // 4):
                     x0, x1, x2, x3 = ld_u32x4(index, oa + 16 * w4)
                     wa[u, 4 * w4] = x0
@@ -431,8 +415,6 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 for w in range(NWD):
                     wa[u, w] = ld_u32(index, oa + 4 * w)
                     wb[u, w] = ld_u32(index, ob + 4 * w)
-        if ASYNC:
-            cp_async_commit()
         pbase = (int64(bh) * n_groups + g) * P
         for it in range(NIT_T):
             e = it * NT + tid
@@ -456,14 +438,12 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         tab = cuda.shared.array(TABN2, uint32, alignment=TAB_ALIGN)
         rcs = cuda.shared.array(NRC2, uint32, alignment=SHARED_ALIGN)
         xch = cuda.shared.array((NXCH, 6), uint32)
-        stage = cuda.shared.array(STAGE2, uint32, alignment=SHARED_ALIGN)
         bh = cuda.blockIdx.y
         tid = cuda.threadIdx.x
         lane = tid % 32
         warp = tid // 32
         gid = lane >> 2
         tig = lane & 3
-        d = 2 * P
         g0 = cuda.blockIdx.x * GPB
         # registers for the current group and the next one (loads in flight while scoring)
         wa = cuda.local.array((TPW, NWD), uint32)
@@ -475,28 +455,10 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         npq = cuda.local.array((NIT_T, 2), float32)
         nrq = cuda.local.array((NIT_P, 2), float32)
         if g0 < n_groups:
-            fetch(index, r_min, r_step, phi_min, phi_step, bh, g0, n_groups, warp, gid, tig, tid, wa, wb, pq, rq,
-                  stage, 0)
-        # B fragments: head hc * 8 + gid, pairs tig * CP + 2 s (b0) and + 1 (b1)
+            fetch(index, r_min, r_step, phi_min, phi_step, bh, g0, n_groups, warp, gid, tig, tid, wa, wb, pq, rq)
         b0 = cuda.local.array(KS, uint32)
         b1 = cuda.local.array(KS, uint32)
-        head = cuda.blockIdx.z * MMA_HEADS + gid
-        live = head < n_heads
-        qbase = (int64(bh) * n_heads + head) * d
-        big = False
-        for s in range(KS):
-            b0[s] = uint32(0)
-            b1[s] = uint32(0)
-            if live:
-                j = tig * CP + 2 * s
-                qx0 = ldg_f32(queries, qbase + j * x_stride)
-                qy0 = ldg_f32(queries, qbase + j * x_stride + y_offset)
-                qx1 = ldg_f32(queries, qbase + (j + 1) * x_stride)
-                qy1 = ldg_f32(queries, qbase + (j + 1) * x_stride + y_offset)
-                big = big or not (max(max(abs(qx0), abs(qy0)), max(abs(qx1), abs(qy1))) < F16_MAX)
-                b0[s] = h2_pack(qx0, qy0)
-                b1[s] = h2_pack(qx1, qy1)
-        if big:
+        if load_queries(queries, bh, n_heads, gid, tig, x_stride, y_offset, b0, b1):
             flags[0] = 1
         for gb in range(GPB):
             g = g0 + gb
@@ -529,27 +491,13 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                     sc = st * TSCALE
                     c = fma(FHALF, st, lo)
                     sts_u32x2(rcs, buf * NRC + 2 * j, h2_pack(sc, sc), h2_pack(c, c))
-            if ASYNC:
-                cp_async_wait_all()                 # this thread's copies of group g have landed
             cuda.syncthreads()
             if gb + 1 < GPB and g + 1 < n_groups:
                 fetch(index, r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, warp, gid, tig, tid,
-                      na, nb, npq, nrq, stage, (1 - buf) * STAGE)
+                      na, nb, npq, nrq)
             base = smem_addr(tab) + uint32(buf * TABN * 4 + tig * STRIDE)
             rbase = buf * NRC
             for u in range(TPW):
-                if ASYNC:                           # this lane's words of tile u, from the stage
-                    for w4 in range(NW4):
-                        x0, x1, x2, x3 = lds_u32x4(stage, buf * STAGE + (((u * 2) * NW4 + w4) * NT + tid) * 4)
-                        wa[u, 4 * w4] = x0
-                        wa[u, 4 * w4 + 1] = x1
-                        wa[u, 4 * w4 + 2] = x2
-                        wa[u, 4 * w4 + 3] = x3
-                        y0, y1, y2, y3 = lds_u32x4(stage, buf * STAGE + (((u * 2 + 1) * NW4 + w4) * NT + tid) * 4)
-                        wb[u, 4 * w4] = y0
-                        wb[u, 4 * w4 + 1] = y1
-                        wb[u, 4 * w4 + 2] = y2
-                        wb[u, 4 * w4 + 3] = y3
                 c0 = F0
                 c1 = F0
                 c2 = F0
@@ -574,11 +522,10 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 if h0 + 1 < n_heads:
                     stg(out, o + out_len, c1)
                     stg(out, o + out_len + 8, c3)
-            if not ASYNC:
-                for u in range(TPW):
-                    for w in range(NWD):
-                        wa[u, w] = na[u, w]
-                        wb[u, w] = nb[u, w]
+            for u in range(TPW):
+                for w in range(NWD):
+                    wa[u, w] = na[u, w]
+                    wb[u, w] = nb[u, w]
             for it in range(NIT_T):
                 pq[it, 0] = npq[it, 0]
                 pq[it, 1] = npq[it, 1]
@@ -587,3 +534,4 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 rq[it, 1] = nrq[it, 1]
 
     return polar_scores_mma
+

@@ -83,13 +83,18 @@ def test_mma_properties(prop, request):
     assert result.examples > 0
 
 
-def test_several_groups_per_block_and_a_partial_last_block():
-    """groups_per_block > 1 (the launcher picks it only for large inputs): 5 groups in blocks of 2."""
+@pytest.mark.parametrize("p, g, over", [
+    (16, 16, dict(groups_per_block=2)),
+    (64, 64, dict(groups_per_block=2, warps=4)),       # 4 warps of one tile each, 16-byte loads
+    (64, 128, dict(groups_per_block=3, wide_loads=False)),
+], ids=["gpb2", "gpb2-4warps", "gpb3-4B-loads"])
+def test_several_groups_per_block_and_a_partial_last_block(p, g, over):
+    """Launch shapes the launcher picks only for large inputs: 5 groups in blocks of 2 or 3."""
     from numba import cuda
 
     from cuda_kernels import launch as CL
 
-    h_kv, m, p, g, n = 2, 4, 16, 16, 5
+    h_kv, m, n = 2, 4, 5
     keys = make_keys(5, (h_kv, n * g, 2 * p), "gaussian", 0, g)
     queries = np.random.default_rng(6).standard_normal((h_kv * m, 2 * p))
     code = golden.encode(keys, group_size=g)
@@ -97,7 +102,7 @@ def test_several_groups_per_block_and_a_partial_last_block():
     q = cuda.to_device(queries.astype(np.float32).reshape(-1))
     out = cuda.to_device(np.full(h_kv * m * n * g, np.nan, np.float32))
     flags = cuda.to_device(np.zeros(1, np.int32))
-    cfg = CL.mma_config(p, 4, 4, g, n, h_kv, CL._pointer(index), groups_per_block=2)
+    cfg = CL.mma_config(p, 4, 4, g, n, h_kv, CL._pointer(index), **over)
     CL.launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q, g, "half", m, out, n * g, h_kv, n,
                          flags, cfg)
     got = out.copy_to_host().reshape(h_kv * m, n * g).astype(np.float64)
