@@ -374,7 +374,7 @@ def scores_config(n_pairs, r_bits, t_bits, group_size, n_heads, table="float32",
 def launch_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, pairing,
                   n_heads, out, out_len, bhs, n_groups, config):
     """Kernel only: quantized-token scores into out (BH * M * out_len,) float32."""
-    if bhs * n_groups == 0:
+    if bhs * n_groups * n_heads == 0:          # a zero grid dimension is a launch error on the GPU
         return
     kern = K.scores_kernel(**config)
     n_pairs = config["n_pairs"]
@@ -399,7 +399,7 @@ def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0, 
 def launch_mma_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, pairing,
                       n_heads, out, out_len, bhs, n_groups, flags, config):
     """Kernel only: tensor-core scores of the quantized tokens into out; flags[0] = 1 on float16 overflow."""
-    if bhs * n_groups == 0:
+    if bhs * n_groups * n_heads == 0:
         return
     kern = MMA.mma_scores_kernel(**config)
     n_pairs, gpb = config["n_pairs"], config["groups_per_block"]
