@@ -158,6 +158,13 @@ def _grid_stride(n_items: int, threads: int = 256) -> tuple[int, int]:
     return max(1, min(GRID_STRIDE_BLOCKS, -(-n_items // threads))), threads
 
 
+def _grid(*dims: int) -> tuple:
+    """A launch grid, refused here if a dimension is 0: the GPU rejects it, the simulator runs nothing."""
+    if min(dims) < 1:
+        raise AssertionError(f"launch grid {dims} has a zero dimension: the caller must skip the launch")
+    return dims
+
+
 def _contiguous3(src3, dtype=None):
     """Contiguous device copy of a 3-D device view, cast to `dtype` (default: keep)."""
     out = cuda.device_array(tuple(src3.shape), dtype=np.dtype(dtype or src3.dtype))
@@ -251,7 +258,7 @@ def launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta,
     if not split:                       # packed index only: the split outputs are never written
         rho = theta = index
     x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
-    grid = (n_groups * bhs, -(-n_pairs // cfg["pairs_per_block"]))
+    grid = _grid(n_groups * bhs, -(-n_pairs // cfg["pairs_per_block"]))
     kern[grid, cfg["pairs_per_block"] * cfg["slots"]](
         keys3.reshape(keys3.size), length, d, x_stride, y_offset, group_size, index, rho, theta,
         r_min, r_step, phi_min, phi_step, flags)
@@ -379,7 +386,7 @@ def launch_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, 
     kern = K.scores_kernel(**config)
     n_pairs = config["n_pairs"]
     x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
-    grid = (n_groups * bhs, n_heads // config["heads"])
+    grid = _grid(n_groups * bhs, n_heads // config["heads"])
     kern[grid, config["threads"]](index, r_min, r_step, phi_min, phi_step, queries,
                                   x_stride, y_offset, group_size, n_groups, n_heads, out, out_len,
                                   np.uint32(0x3F800000))
@@ -405,7 +412,7 @@ def launch_mma_scores(index, r_min, r_step, phi_min, phi_step, queries, group_si
     n_pairs, gpb = config["n_pairs"], config["groups_per_block"]
     x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
     threads = 32 * MMA.mma_warps(group_size, config.get("warps", 0))
-    grid = (-(-n_groups // gpb), bhs, -(-n_heads // MMA.MMA_HEADS))
+    grid = _grid(-(-n_groups // gpb), bhs, -(-n_heads // MMA.MMA_HEADS))
     kern[grid, threads](index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
                         n_groups, n_heads, out, out_len, flags, MMA.H2_1024)
 
