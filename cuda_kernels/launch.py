@@ -56,6 +56,7 @@ SIM = K.SIM
 TABLE_KINDS = ("float32", "float16", "mma")
 TABLE_BYTES_LIMIT = 32 * 1024        # shared memory for one chunk of angle tables
 GRID_STRIDE_BLOCKS = 4 * 132         # grid-stride utility kernels: a few blocks per SM
+GRID_Y_MAX = 65535                   # CUDA's limit on grid dimensions y and z
 F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -396,8 +397,11 @@ def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0, 
     """Compile-time configuration of mma.mma_scores_kernel: a block scores enough groups of one
     KV head to amortise loading its query fragments, while the grid keeps about 2048 blocks or more
     (W-GPU: 32 groups a block, measured best of 1, 8, 16, 32)."""
+    gpb = 1
+    while gpb < 32 and 2 * gpb * 2048 <= n_groups * bhs:      # powers of two: few compiled variants
+        gpb *= 2
     cfg = dict(n_pairs=n_pairs, r_bits=r_bits, t_bits=t_bits, group_size=group_size,
-               groups_per_block=max(1, min(32, (n_groups * bhs) // 2048)),
+               groups_per_block=gpb,
                wide_loads=n_pairs % 64 == 0 and index_ptr % 16 == 0)
     cfg.update(overrides)
     return cfg
@@ -414,7 +418,7 @@ def launch_mma_scores(index, r_min, r_step, phi_min, phi_step, queries, group_si
     threads = 32 * MMA.mma_warps(group_size, config.get("warps", 0))
     grid = _grid(-(-n_groups // gpb), bhs, -(-n_heads // MMA.MMA_HEADS))
     kern[grid, threads](index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
-                        n_groups, n_heads, out, out_len, flags, MMA.H2_1024)
+                        n_groups, n_heads, out, out_len, flags, MMA.radius_magic(config["t_bits"]))
 
 
 def launch_residual_scores(queries, residual3, n_heads, lq, out, out_len):
@@ -436,9 +440,12 @@ def scores(queries, code: PolarCode, table="float32"):
     float16 rounding added (polarref.tolerances.table_entry_bound).
     table="mma": keys are decoded to float16 in registers and multiplied with
     the float16-rounded queries on tensor cores, float32 sums (cuda_kernels.mma;
-    bound: polarref.tolerances.float16_key_bound). Needs P and G multiples of
-    16 (else the float32 table kernel runs); radii or queries beyond the
-    float16 range raise OverflowError.
+    bound: polarref.tolerances.float16_key_bound). Shapes it does not take
+    run the float32 table kernel instead: P or G not a multiple of 16,
+    t_bits < 2, tables beyond the shared memory of a block
+    (cuda_kernels.mma.mma_eligible), an index not 4-byte aligned, or more
+    than 65535 batch x KV heads. Radii or queries beyond the float16 range
+    raise OverflowError.
     """
     check_code(code)
     if table not in TABLE_KINDS:
@@ -465,7 +472,8 @@ def scores(queries, code: PolarCode, table="float32"):
     if bhs * n_groups:
         index, r_min, r_step, phi_min, phi_step = device_code_arrays(code)
         ptr = _pointer(index)
-        if table == "mma" and MMA.mma_eligible(n_pairs, code.t_bits, g) and ptr % 4 == 0:
+        if table == "mma" and MMA.mma_eligible(n_pairs, code.t_bits, g) and ptr % 4 == 0 \
+                and bhs <= GRID_Y_MAX and -(-n_heads // MMA.MMA_HEADS) <= GRID_Y_MAX:
             flags = cuda.to_device(np.zeros(1, dtype=np.int32))
             cfg = mma_config(n_pairs, code.r_bits, code.t_bits, g, n_groups, bhs, ptr)
             launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q_flat, g, code.pairing,

@@ -8,8 +8,9 @@ token-pair costs the same for any number of query heads (up to 8):
   1. its angle code picks (cos phi_hat, sin phi_hat) as one float16x2 word from
      a per-group table in shared memory (4 bytes a lookup, shared by all heads);
   2. its radius code becomes r_hat in float16x2 arithmetic, two tokens at a
-     time: the code is OR-ed into the mantissa of 1024.0 (no conversion),
-     1024 is subtracted (exact) and one fma applies step and offset;
+     time: the code is OR-ed into the mantissa of 2**(10 - t_bits) (whose ulp
+     is 2**-t_bits: no shift, no conversion), that is subtracted (exact) and
+     one fma applies step and offset;
   3. k = r_hat * (cos, sin) is one float16x2 multiply, and the float16 pair is
      exactly the (x, y) element pair an mma.sync.m16n8k16 A fragment holds;
   4. one mma.sync per 16 tokens x 8 pairs multiplies the keys with the float16
@@ -46,7 +47,13 @@ from .kernels import (F0, FHALF, PI32, SHARED_ALIGN, SIM, fast_cos, fast_sin, fm
                       ldg_f32, stg)
 
 F16_MAX = np.float32(np.finfo(np.float16).max)       # 65504
-H2_1024 = np.uint32(0x64006400)                      # (1024.0, 1024.0) as float16x2
+
+
+def radius_magic(t_bits: int) -> np.uint32:
+    """(2**(10 - t_bits), same) as float16x2: its ulp is 2**-t_bits, so OR-ing the code byte's
+    radius bits (rho << t_bits) into its mantissa gives 2**(10 - t_bits) + rho exactly."""
+    bits = (25 - t_bits) << 10                       # exponent field 15 + 10 - t_bits, mantissa 0
+    return np.uint32(bits * 0x00010001)
 MMA_K_PAIRS = 8                                      # one m16n8k16 k-step = 16 dims = 8 pairs
 MMA_HEADS = 8                                        # n = 8 columns: up to 8 query heads per launch row
 
@@ -124,13 +131,16 @@ if SIM:
         return (np.float32(d[gid, 2 * tig] + c0), np.float32(d[gid, 2 * tig + 1] + c1),
                 np.float32(d[gid + 8, 2 * tig] + c2), np.float32(d[gid + 8, 2 * tig + 1] + c3))
 
+    SIM_SMEM_BASE = 4096     # a simulated shared address of arr[0]: aligned like the GPU's, not 0,
+    #                          so that the (bits & mask) | base addressing is really exercised
+
     def smem_addr(arr):
-        """Shared-window byte address of arr[0]; the simulator counts from 0."""
-        return np.uint32(0)
+        """Shared-window byte address of arr[0] (simulated: SIM_SMEM_BASE)."""
+        return np.uint32(SIM_SMEM_BASE)
 
     def lds_at(arr, addr):
         """The uint32 at shared byte address addr (arr: the array it lies in; the GPU ignores it)."""
-        return np.uint32(arr[int(addr) // 4])
+        return np.uint32(arr[(int(addr) - SIM_SMEM_BASE) // 4])
 
     def lds_u32x2(arr, i):
         return np.uint32(arr[i]), np.uint32(arr[i + 1])
@@ -258,12 +268,24 @@ else:
     sts_u32x4 = _sts_u32xn(4)
 
 
+def table_layout(n_pairs: int, t_bits: int) -> tuple[int, int]:
+    """(ALIGN, STRIDE) in bytes of the angle table (see mma_scores_kernel): 4 chunks of STRIDE."""
+    row = 4 << t_bits
+    align = max(64, row)                 # chunk bases: the bits of theta * 4 (2 .. t_bits + 1) clear
+    return align, -(-(n_pairs // 4 * row) // align) * align + align
+
+
+def shared_bytes(n_pairs: int, t_bits: int) -> int:
+    """Static shared memory of mma_scores_kernel: two tables, two sets of radius constants."""
+    return 2 * 4 * table_layout(n_pairs, t_bits)[1] + 2 * 2 * n_pairs * 4 + 24
+
+
 def mma_eligible(n_pairs: int, t_bits: int, group_size: int) -> bool:
     """Shapes the tensor-core kernel takes: P a multiple of 16 (4-byte index words per lane),
-    G a multiple of 16 (mma tiles of 16 tokens), 4 to 256 angle bins (the table is written
-    4 entries a store) and angle tables up to 16 KiB."""
+    G a multiple of 16 (mma tiles of 16 tokens), t_bits >= 2 (table rows are written 4 entries a
+    store), and its shared memory within the 48 KiB a block may declare statically."""
     return (n_pairs % 16 == 0 and group_size % 16 == 0 and t_bits >= 2
-            and n_pairs * (4 << t_bits) <= 16384)
+            and shared_bytes(n_pairs, t_bits) <= 48 * 1024)
 
 
 def mma_warps(group_size: int, warps: int = 0) -> int:
@@ -296,13 +318,15 @@ def _pair_decoder(r_bits: int, t_bits: int):
 
         prmt puts byte k of xa in byte 0 and byte k of xb in byte 2: the radius
         codes of both tokens land in the mantissas of one float16x2 (magic is
-        H2_1024, an argument so that the mask-and-or is one LOP3).
+        radius_magic(t_bits), an argument so that the mask-and-or is one LOP3);
+        subtracting magic leaves rho exactly, and r_hat = rho * step + c is one
+        rounding (rcs holds step and c = r_min + step / 2, both halves).
         """
-        sc, c = lds_u32x2(rcs, ri)
+        st, c = lds_u32x2(rcs, ri)
         csa = lds_at(tab, bin_word(xa, k, base) + uint32(row * ROWB))
         csb = lds_at(tab, bin_word(xb, k, base) + uint32(row * ROWB))
-        hr = (prmt(xa, xb, uint32(k | ((4 + k) << 8))) & RMASK2) | magic   # 1024 + (rho << t_bits)
-        r = h2_fma(h2_sub(hr, H2_1024), sc, c)                # r_hat of both tokens
+        hr = (prmt(xa, xb, uint32(k | ((4 + k) << 8))) & RMASK2) | magic   # 2**(10 - t_bits) + rho
+        r = h2_fma(h2_sub(hr, magic), st, c)                  # r_hat of both tokens
         return h2_mul_lo(r, csa), h2_mul_hi(r, csb)
 
     return decode_pair
@@ -354,12 +378,13 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
 
     Table layout: lane tig reads only the pairs of its index bytes, chunk tig,
     whose rows (one per pair, 2**t_bits words) start at byte tig * STRIDE. In
-    one lookup instruction the four tigs read the same row of their chunks;
-    with 16 bins STRIDE is a multiple of 64 bytes plus 64, so chunks tig and
-    tig + 1 fall on opposite halves of the 32 banks (2 wavefronts a lookup,
-    not 4). The bin's byte offset theta * 4 has bits 2 .. t_bits + 1 only and
-    each chunk base is aligned past them (ALIGN), so the lookup address is one
-    LOP3: (bits & mask) | base.
+    one lookup instruction the four tigs read the same row of their chunks.
+    With 8 or 16 bins STRIDE is an odd multiple of 64 bytes, so chunks tig
+    and tig + 1 fall on opposite halves of the 32 banks (2 wavefronts a
+    lookup, not 4); with more bins a row spans all banks anyway. The bin's
+    byte offset theta * 4 has bits 2 .. t_bits + 1 only and each chunk base is
+    aligned past them (ALIGN), so the lookup address is one LOP3:
+    (bits & mask) | base.
     """
     P, G, GPB = n_pairs, group_size, groups_per_block
     assert mma_eligible(P, t_bits, G)
@@ -373,15 +398,13 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     NT = 32 * NWARP
     NTAB = 1 << t_bits
     ROWB = 4 * NTAB                       # bytes per table row (one pair)
-    ALIGN = max(64, ROWB)                 # chunk bases: the bits of theta * 4 (2 .. t_bits + 1) clear
-    STRIDE = -(-(CP * ROWB) // ALIGN) * ALIGN + ALIGN
+    ALIGN, STRIDE = table_layout(P, t_bits)
     TAB_ALIGN = None if SIM else ALIGN
-    TABN = 4 * STRIDE // 4                # table words
+    TABN = STRIDE                         # table words: 4 chunks of STRIDE bytes
     NRC = 2 * P
     TABN2, NRC2 = 2 * TABN, 2 * NRC        # double buffers (shared shapes must be plain constants)
     NXCH = NT if SIM else 1
     RSCALE = np.float32(2.0 ** r_bits)
-    TSCALE = np.float32(2.0 ** -t_bits)
     QUADS = P * NTAB // 4                 # table stores of 4 entries
     NIT_T = -(-QUADS // NT)
     NIT_P = -(-P // NT)
@@ -454,7 +477,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         rq = cuda.local.array((NIT_P, 2), float32)
         npq = cuda.local.array((NIT_T, 2), float32)
         nrq = cuda.local.array((NIT_P, 2), float32)
-        if g0 < n_groups:
+        if g0 < n_groups:                           # always, with the launcher's grid
             fetch(index, r_min, r_step, phi_min, phi_step, bh, g0, n_groups, warp, gid, tig, tid, wa, wb, pq, rq)
         b0 = cuda.local.array(KS, uint32)
         b1 = cuda.local.array(KS, uint32)
@@ -480,7 +503,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                     sts_u32x4(tab, buf * TABN + (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0,
                               h2_pack(-fast_cos(x0), -fast_sin(x0)), h2_pack(-fast_cos(x1), -fast_sin(x1)),
                               h2_pack(-fast_cos(x2), -fast_sin(x2)), h2_pack(-fast_cos(x3), -fast_sin(x3)))
-            # radius constants (step / 2**t_bits, r_min + step / 2) of each pair, both halves
+            # radius constants (step, r_min + step / 2) of each pair, both halves
             for it in range(NIT_P):
                 j = it * NT + tid
                 if j < P:
@@ -488,9 +511,8 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                     st = rq[it, 1]
                     if not (fma(st, RSCALE, lo) < F16_MAX):
                         flags[0] = 1
-                    sc = st * TSCALE
                     c = fma(FHALF, st, lo)
-                    sts_u32x2(rcs, buf * NRC + 2 * j, h2_pack(sc, sc), h2_pack(c, c))
+                    sts_u32x2(rcs, buf * NRC + 2 * j, h2_pack(st, st), h2_pack(c, c))
             cuda.syncthreads()
             if gb + 1 < GPB and g + 1 < n_groups:
                 fetch(index, r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, warp, gid, tig, tid,

@@ -136,22 +136,30 @@ def decode_bound(radius_scale, r_hat, angle_scale, eps):
     return MARGIN * eps * (3.0 * radius_scale + r_hat * (2.0 * angle_scale + 2.0))
 
 
-def float16_key_bound(query_weight, radius_scale, n_pairs, key_dtype):
+def float16_key_bound(query_weight, radius_scale, n_pairs, r_bits, key_dtype):
     """Extra error of a score whose keys and queries are rounded to key_dtype (float16) before
     their products are summed in float32 (tensor cores: cuda_kernels.mma).
 
-    With e = eps of key_dtype and t its smallest subnormal (the absolute
-    rounding error where values are subnormal), per pair (R = radius_scale,
-    w = |qx| + |qy|):
-      r_hat = fl(c + (rho * 2**t_bits) * fl(step / 2**t_bits)), c = fl(r_min + step/2): 3 e R + 3 t;
-      (cos, sin) rounded: e each; k = fl(r_hat * (cos, sin)): e R + t, so each key
-        coordinate is off by at most 5 e R + 5 t, which q weighs by w;
+    With e = eps of key_dtype (twice its unit roundoff: the usual spare
+    factor 2) and t its smallest subnormal (an absolute error that covers a
+    rounding where values are subnormal), per pair (R = radius_scale,
+    w = |qx| + |qy|, rho < 2**r_bits the radius code):
+      r_hat = fl(rho * fl(step) + fl(r_min + step/2)): 3 e R, plus rho * t/2 when
+        step is subnormal and t for c and the fma: 3 e R + (2**r_bits + 2) t;
+      (cos, sin) rounded: e + t each; k = fl(r_hat * (cos, sin)): e R + t. So each
+        key coordinate is off by 5 e R + (2**r_bits + 3 + R) t, which q weighs by w;
       each query coordinate is off by e |q| + t, which |k| <= R weighs: e R w + 2 t R;
-      the float32 sum of 2P exact products and the accumulator: a tensor core
-        need not round to nearest, so 2 float32 eps per addition: 2 (2P + 1) eps32 R w.
-    Returns sum_j [(6 e + 2 (2P + 1) eps32) R_j w_j + t (5 w_j + 2 R_j)], doubled.
+      the float32 sums: a tensor core adds a k-step's 16 products and the
+        accumulator after aligning them to the largest exponent and truncating
+        (Fasi, Higham, Mikaitis, Pranesh, "Numerical behavior of NVIDIA tensor
+        cores", PeerJ Comput. Sci. 2021), so each addend may lose 1 float32 eps
+        of the largest: at most 17 eps32 of a step's sum of |terms|. We allow
+        2 eps32 per addition, 2 (2P + 1) eps32 R w, which covers that for P >= 4.
+    Returns sum_j [(6 e + 2 (2P + 1) eps32) R_j w_j + t ((2**r_bits + 3 + R_j) w_j + 2 R_j)],
+    doubled.
     """
     e, t = eps_of(key_dtype), float(np.finfo(np.dtype(key_dtype)).smallest_subnormal)
     rw = radius_scale * query_weight
-    per_pair = (6.0 * e + 2.0 * (2.0 * n_pairs + 1.0) * EPS32) * rw + t * (5.0 * query_weight + 2.0 * radius_scale)
+    per_pair = ((6.0 * e + 2.0 * (2.0 * n_pairs + 1.0) * EPS32) * rw
+                + t * ((2.0**r_bits + 3.0 + radius_scale) * query_weight + 2.0 * radius_scale))
     return MARGIN * per_pair.sum(axis=-1)

@@ -187,7 +187,8 @@ def score_tolerance(queries, code, eps, table_eps=None, key_dtype=None):
     if table_eps is not None:
         table = table + tol.table_entry_bound(weight, r_scale[..., None, :, :], table_eps)
     if key_dtype is not None:
-        table = table + tol.float16_key_bound(weight, r_scale[..., None, :, :], code.n_pairs, key_dtype)
+        table = table + tol.float16_key_bound(weight, r_scale[..., None, :, :], code.n_pairs, code.r_bits,
+                                              key_dtype)
     abs_dot = np.abs(q).reshape(*q.shape[:-2], h_kv, h_q // h_kv, -1) @ \
         np.swapaxes(np.abs(residual.astype(np.float64)), -1, -2)
     tail = tol.dot_bound(abs_dot, code.head_dim, eps)

@@ -21,7 +21,8 @@ SCORE_PROPERTIES = [p for p in verify.PROPERTIES if p.needs == ("scores",)]
 CASES = [
     (1, 4, 256, 64, 128, 4, 4, "half", "outlier_channels", 1.0),        # W-GPU's head shape
     (2, 3, 69, 32, 32, 4, 4, "interleaved", "gaussian", 30.0),          # residual tokens, M odd
-    (1, 9, 48, 16, 16, 3, 5, "half", "straddle_zero_angle", 1e-3),      # 2 head chunks, tiny keys
+    (1, 9, 48, 16, 16, 3, 5, "half", "straddle_zero_angle", 1e-3),      # 2 head chunks, small keys
+    (1, 2, 32, 16, 16, 4, 4, "half", "outlier_channels", 2.0**-20),     # float16-subnormal steps
     (1, 2, 96, 16, 48, 2, 6, "half", "repeated_values", 1.0),           # 3 warps a group
     (1, 4, 32, 16, 32, 5, 2, "interleaved", "gaussian", 1.0),           # 4 bins: one store a row
 ]
@@ -53,8 +54,7 @@ def test_mma_matches_golden(mma_backend, case, check):
     example = _example(case)
     assert mma.mma_eligible(case[3], case[6], case[4])
     prop = {p.name: p for p in verify.PROPERTIES}[check]
-    outcome = prop.check(mma_backend, example)           # raises AssertionError on a mismatch
-    assert outcome.worst <= 1.0
+    prop.check(mma_backend, example)                     # raises AssertionError on a mismatch
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
@@ -75,7 +75,9 @@ def test_mma_really_rounds_keys_to_float16(case):
 
 @pytest.mark.parametrize("prop", SCORE_PROPERTIES, ids=lambda p: p.name)
 def test_mma_properties(prop, request):
-    """The drawn examples too (eligible shapes run on tensor cores, the rest on the float32 tables)."""
+    """The drawn examples too. Under the simulator they are small (P <= 6): all take the float32
+    fallback, which this checks is within the backend's bound; the CASES above are the
+    tensor-core shapes there. With --gpu (P up to 24) a few drawn examples take the tensor cores."""
     on_gpu = request.config.getoption("--gpu")
     result = verify.run_property(prop, load_backend("cuda-mma"), examples=None if on_gpu else 4, seed=0,
                                  limits=NORMAL if on_gpu else SMALL)
