@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check a backend against every property of the golden model")
     verify.add_argument("--backend", default="numba",
-                        help="numpy, numba, cuda, or package.module:object (default: numba)")
+                        help="numpy, numba, cuda, cuda-fp16, cuda-mma, or package.module:object (default: numba)")
     verify.add_argument("--examples", type=positive_int(1), default=100, help="Hypothesis examples per property")
     verify.add_argument("--seed", type=int, default=0)
     verify.add_argument("--property", action="append", help="only this property (repeatable)")
