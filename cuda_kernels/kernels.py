@@ -183,12 +183,13 @@ else:
 
         return load
 
-    def _vector_store(elem_ll, n, align, narrow=False):
-        """Intrinsic: store n float32 values (as float16 if narrow) as one shared store."""
+    def _vector_store(elem_ll, n, align, narrow=False, value=types.float32):
+        """Intrinsic: store n values cast to `value` (float32 narrowed to float16 if narrow; or
+        uint32) as one shared store."""
 
         def codegen(context, builder, sig, args):
             ptr = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-            xs = [context.cast(builder, a, t, types.float32) for a, t in zip(args[2:], sig.args[2:])]
+            xs = [context.cast(builder, a, t, value) for a, t in zip(args[2:], sig.args[2:])]
             if narrow:
                 xs = [builder.fptrunc(x, elem_ll) for x in xs]
             if n == 1:

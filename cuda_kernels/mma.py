@@ -177,7 +177,7 @@ else:
     from numba import types
     from numba.cuda.extending import intrinsic
 
-    from .kernels import _I32, _vector_load, _item_ptr, _vec_ptr
+    from .kernels import _I32, _item_ptr, _vector_load, _vector_store
 
     _F = ir.FloatType()
 
@@ -259,30 +259,8 @@ else:
 
         return sig, codegen
 
-    def _sts_u32xn(n):
-        def codegen(context, builder, sig, args):
-            ptr = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-            v = ir.Constant(ir.VectorType(_I32, n), ir.Undefined)
-            for k in range(n):
-                v = builder.insert_element(v, args[2 + k], ir.Constant(_I32, k))
-            builder.store(v, _vec_ptr(builder, ptr, _I32, n, 3), align=4 * n)
-            return context.get_dummy_value()
-
-        u = types.uint32
-        if n == 2:
-            @intrinsic
-            def store(typingctx, arr, idx, a, b):
-                """arr[idx:idx + 2] = a, b as one 8-byte shared store."""
-                return types.void(arr, idx, u, u), codegen
-        else:
-            @intrinsic
-            def store(typingctx, arr, idx, a, b, c, d):
-                """arr[idx:idx + 4] = a, b, c, d as one 16-byte shared store."""
-                return types.void(arr, idx, u, u, u, u), codegen
-        return store
-
-    sts_u32x2 = _sts_u32xn(2)
-    sts_u32x4 = _sts_u32xn(4)
+    sts_u32x2 = _vector_store(_I32, 2, 8, value=types.uint32)
+    sts_u32x4 = _vector_store(_I32, 4, 16, value=types.uint32)
 
 
 def table_layout(n_pairs: int, t_bits: int) -> tuple[int, int]:
