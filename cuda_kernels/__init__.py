@@ -22,41 +22,28 @@ from .launch import (
 __all__ = ["encode", "decode", "scores", "DevicePolarCode", "is_device_array", "SIM", "TABLE_KINDS"]
 
 
-class _HalfTables:
-    """The scoring kernel with float16 angle tables, as a backend of its own.
+class _ScoresOption:
+    """One option of `scores` as a backend of its own (scores only; encode and decode are the
+    ones of `cuda_kernels`), declaring the precisions its tolerances follow from.
 
-    `polarref verify --backend cuda-fp16` judges it with the float32 score
-    tolerance plus the rounding of every table entry to float16
-    (polarref.tolerances.table_entry_bound): products and sums stay float32.
-    It offers only `scores`; encode and decode are the ones of `cuda_kernels`.
+    half_tables, `polarref verify --backend cuda-fp16`: table="float16", judged with the
+    float32 score tolerance plus the rounding of every table entry to float16
+    (polarref.tolerances.table_entry_bound); products and sums stay float32.
+    tensor_cores, `--backend cuda-mma`: table="mma", judged with the float32 score
+    tolerance plus the rounding of keys and queries to float16 and a float32 accumulator
+    that need not round to nearest (polarref.tolerances.float16_key_bound).
     """
 
     WORKING_DTYPE = "float32"
-    TABLE_DTYPE = "float16"
 
-    @staticmethod
-    def scores(queries, code):
-        return scores(queries, code, table="float16")
+    def __init__(self, table, **dtypes):
+        self.table = table
+        for name, dtype in dtypes.items():          # TABLE_DTYPE, KEY_DTYPE
+            setattr(self, name, dtype)
 
-
-half_tables = _HalfTables()
-
-
-class _TensorCores:
-    """The tensor-core scoring kernel (cuda_kernels.mma) as a backend of its own.
-
-    `polarref verify --backend cuda-mma` judges it with the float32 score
-    tolerance plus the rounding of keys and queries to float16 and a float32
-    accumulator that need not round to nearest
-    (polarref.tolerances.float16_key_bound). Scores only.
-    """
-
-    WORKING_DTYPE = "float32"
-    KEY_DTYPE = "float16"
-
-    @staticmethod
-    def scores(queries, code):
-        return scores(queries, code, table="mma")
+    def scores(self, queries, code):
+        return scores(queries, code, table=self.table)
 
 
-tensor_cores = _TensorCores()
+half_tables = _ScoresOption("float16", TABLE_DTYPE="float16")
+tensor_cores = _ScoresOption("mma", KEY_DTYPE="float16")
