@@ -192,6 +192,19 @@ def scores_variants():
     ]
 
 
+def scores_launch(table, dev, out, flags, batch, length, **over):
+    """(config, launch) of one scoring variant on the random code `dev`: launch() runs the kernel only."""
+    bhs, n = batch * H_KV, length // G
+    ptr = CL._pointer(dev["index"])
+    args = (dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"], dev["queries"],
+            G, "half", M, out, length, bhs, n)
+    if table == "mma":
+        cfg = CL.mma_config(P, R_BITS, T_BITS, G, n, bhs, ptr, **over)
+        return cfg, lambda: CL.launch_mma_scores(*args, flags, cfg)
+    cfg = CL.scores_config(P, R_BITS, T_BITS, G, M, table, ptr, **over)
+    return cfg, lambda: CL.launch_scores(*args, cfg)
+
+
 def bench_scores(case, rng, copy_gbs, variants, torch_ok):
     batch, length = case["batch"], case["length"]
     bhs, n = batch * H_KV, length // G
@@ -205,20 +218,7 @@ def bench_scores(case, rng, copy_gbs, variants, torch_ok):
     want = polarref.scores(q, code)                                       # (M, Lq) float64
     flags = cuda.to_device(np.zeros(1, np.int32))
     for label, table, over in variants:
-        if table == "mma":
-            cfg = CL.mma_config(P, R_BITS, T_BITS, G, n, bhs, CL._pointer(dev["index"]), **over)
-
-            def launch(cfg=cfg):
-                CL.launch_mma_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"],
-                                     dev["phi_step"], dev["queries"], G, "half", M, out, length, bhs, n,
-                                     flags, cfg)
-        else:
-            cfg = CL.scores_config(P, R_BITS, T_BITS, G, M, table, CL._pointer(dev["index"]), **over)
-
-            def launch(cfg=cfg):
-                CL.launch_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"],
-                                 dev["queries"], G, "half", M, out, length, bhs, n, cfg)
-
+        cfg, launch = scores_launch(table, dev, out, flags, batch, length, **over)
         poison = np.full(out.size, np.nan, np.float32)
         out.copy_to_device(poison)
         launch()
@@ -307,22 +307,14 @@ def profile(what, batch=8, length=131072):
     """Two launches of one kernel (compile + warm, then the one a profiler reads)."""
     rng = np.random.default_rng(SEED)
     bhs, n = batch * H_KV, length // G
-    if what == "scoresmma":
+    if what.startswith("scores"):
         _, dev = random_code(rng, batch, length)
         out = cuda.device_array(bhs * M * length, dtype=np.float32)
         flags = cuda.to_device(np.zeros(1, np.int32))
-        cfg = CL.mma_config(P, R_BITS, T_BITS, G, n, bhs, CL._pointer(dev["index"]))
+        table = {"scores32": "float32", "scores16": "float16", "scoresmma": "mma"}[what]
+        _, launch = scores_launch(table, dev, out, flags, batch, length)
         for _ in range(2):
-            CL.launch_mma_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"],
-                                 dev["queries"], G, "half", M, out, length, bhs, n, flags, cfg)
-    elif what.startswith("scores"):
-        _, dev = random_code(rng, batch, length)
-        out = cuda.device_array(bhs * M * length, dtype=np.float32)
-        cfg = CL.scores_config(P, R_BITS, T_BITS, G, M, "float32" if what == "scores32" else "float16",
-                               CL._pointer(dev["index"]))
-        for _ in range(2):
-            CL.launch_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"],
-                             dev["queries"], G, "half", M, out, length, bhs, n, cfg)
+            launch()
     else:
         keys = cuda.to_device((rng.standard_normal((bhs, length, D)) * 2.0).astype(np.float16))
         index = cuda.device_array(bhs * length * P, np.uint8)
@@ -342,13 +334,13 @@ def dump_sass(folder, batch=1, length=4096):
     from cuda_kernels import mma
 
     rng = np.random.default_rng(SEED)
-    bhs, n = batch * H_KV, length // G
+    bhs = batch * H_KV
     _, dev = random_code(rng, batch, length)
     out = cuda.device_array(bhs * M * length, dtype=np.float32)
     flags = cuda.to_device(np.zeros(1, np.int32))
-    cfg = CL.mma_config(P, R_BITS, T_BITS, G, 8 * 1024, 8 * H_KV, CL._pointer(dev["index"]))  # W-GPU's
-    CL.launch_mma_scores(dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"],
-                         dev["queries"], G, "half", M, out, length, bhs, n, flags, cfg)
+    w_gpu = CL.mma_config(P, R_BITS, T_BITS, G, 131072 // G, 8 * H_KV)     # W-GPU's groups a block
+    cfg, launch = scores_launch("mma", dev, out, flags, batch, length, groups_per_block=w_gpu["groups_per_block"])
+    launch()
     cuda.synchronize()
     kern = mma.mma_scores_kernel(**cfg)
     os.makedirs(folder, exist_ok=True)
