@@ -37,7 +37,6 @@ import sys
 import numba
 import numpy as np
 
-import polarref
 from polarref import golden, verify
 from polarref import tolerances as tol
 from polarref.code import PolarCode

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -44,7 +43,6 @@ from polarref.code import PolarCode
 from polarref.golden import split_pairs, to_polar
 from polarref.verify import golden_score_tolerance
 
-from cuda_kernels import kernels as K
 from cuda_kernels import launch as CL
 
 SEED = 20250527

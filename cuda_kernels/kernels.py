@@ -381,7 +381,6 @@ def encode_kernel(r_bits: int, t_bits: int, pairs_per_block: int, slots: int, to
             rv[u] = F0
             pv[u] = F0
             if active and t < group_size:
-                tok = g * group_size + t
                 x = float32(ldg(keys, kbase + t * d))
                 y = float32(ldg(keys, kbase + t * d + y_offset))
                 r, p = polar32(x, y)
@@ -486,7 +485,6 @@ def scores_kernel(n_pairs: int, r_bits: int, t_bits: int, heads: int, half: bool
     SUB = PCH * NTAB * EW                # elements per sub-table
     TABN = NSUB * SUB
     TAB_T = _nbtypes.float16 if HALF else float32
-    NWORD = max(1, VW // 4)              # uint32 words per load
     ITEMS = PCH * NTAB                   # table entries per chunk
     N2P = 2 * PCH                        # shared-array sizes must be constants, not expressions
     NQ = 2 * NH * PCH

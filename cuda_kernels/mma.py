@@ -392,7 +392,6 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     TPW = NTILE // NWARP                  # tiles per warp
     NT = 32 * NWARP
     NTAB = 1 << t_bits
-    ROWB = 4 * NTAB                       # bytes per table row (one pair)
     ALIGN, STRIDE = table_layout(P, t_bits)
     TAB_ALIGN = None if SIM else ALIGN
     TABN = STRIDE                         # table words: 4 chunks of STRIDE bytes

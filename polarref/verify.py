@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from . import golden
 from . import tolerances as tol
-from .strategies import NORMAL, Case, Config, Limits, cases, configs, polar_groups
+from .strategies import NORMAL, Case, Config, Limits, cases, polar_groups
 
 settings.register_profile("ci", derandomize=True, max_examples=25, deadline=None, database=None,
                           print_blob=True)
