@@ -259,7 +259,16 @@ def bench_scores(case, rng, copy_gbs, variants, torch_ok):
 # --------------------------------------------------------------------------
 # Encode benchmark
 # --------------------------------------------------------------------------
-def bench_encode(rng, batch, length, dtype, copy_gbs, split):
+ENCODE_VARIANTS = [  # (label, launch configuration; None = the launcher's default)
+    ("default", None),
+    ("v1 tile", dict(kind="tile", pairs_per_block=32, slots=8, tokens_per_thread=16)),
+    ("v2 8 warps", dict(kind="rows", warps=8, tokens_per_warp=16, fast_root=True)),
+    ("v2 32 warps", dict(kind="rows", warps=32, tokens_per_warp=4, fast_root=True)),
+    ("v2 IEEE sqrt", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=False)),
+]
+
+
+def bench_encode(rng, batch, length, dtype, copy_gbs, split, config=None, label="default"):
     bhs, n = batch * H_KV, length // G
     keys_h = (rng.standard_normal((bhs, length, D)) * 2.0).astype(dtype)
     keys = cuda.to_device(keys_h)
@@ -270,7 +279,7 @@ def bench_encode(rng, batch, length, dtype, copy_gbs, split):
     flags = cuda.to_device(np.zeros(1, np.int32))
 
     def launch():
-        CL.launch_encode(keys, R_BITS, T_BITS, G, "half", index, rho, theta, *params, flags)
+        CL.launch_encode(keys, R_BITS, T_BITS, G, "half", index, rho, theta, *params, flags, config=config)
 
     launch()
     cuda.synchronize()
@@ -295,7 +304,7 @@ def bench_encode(rng, batch, length, dtype, copy_gbs, split):
     key_bytes = keys_h.nbytes
     write_bytes = bhs * length * P * (3 if split else 1) + bhs * n * P * 16
     roof_ms = (key_bytes + write_bytes) / (copy_gbs * 1e9) * 1e3
-    return dict(batch=batch, length=length, dtype=np.dtype(dtype).name, split=split, valid=ok,
+    return dict(batch=batch, length=length, dtype=np.dtype(dtype).name, split=split, variant=label, valid=ok,
                 codes_out_of_band=bad, param_max_rel_err=pmax, ms=ms, ms_min=lo, ms_max=hi,
                 bytes=key_bytes + write_bytes, gbs=(key_bytes + write_bytes) / (ms * 1e-3) / 1e9,
                 roofline_ms=roof_ms, share_of_roofline=roof_ms / ms)
@@ -324,11 +333,34 @@ def profile(what, batch=8, length=131072):
     return 0
 
 
-def dump_sass(folder, batch=1, length=4096):
-    """SASS of the mma scoring kernel as compiled for W-GPU, and its opcode counts."""
+def _write_sass(kern, name, folder, cfg):
+    """One compiled kernel's SASS to folder/name.sass; print its opcode counts and registers."""
     import collections
     import os
 
+    os.makedirs(folder, exist_ok=True)
+    for sass in kern.inspect_sass().values():
+        with open(os.path.join(folder, f"{name}.sass"), "w") as f:
+            f.write(sass)
+        ops = collections.Counter()
+        for line in sass.splitlines():
+            parts = line.split("*/")
+            if len(parts) >= 2 and line.strip().startswith("/*") and parts[1].strip():
+                words = parts[1].strip().split()
+                word = words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
+                ops[word.split(".")[0]] += 1
+        print(f"{name}, config {cfg}: {sum(ops.values())} SASS instructions "
+              f"(local memory: LDL {ops['LDL']}, STL {ops['STL']})")
+        print("  " + ", ".join(f"{k} {v}" for k, v in ops.most_common(40)))
+        try:
+            print("  registers:", kern.get_regs_per_thread())
+        except Exception as error:  # pragma: no cover - informational
+            print("  registers: n/a", error)
+
+
+def dump_sass(folder, batch=1, length=4096):
+    """SASS of the mma scoring kernel and of the encode kernels as compiled for W-GPU, with opcode counts."""
+    from cuda_kernels import kernels as K
     from cuda_kernels import mma
 
     rng = np.random.default_rng(SEED)
@@ -340,25 +372,22 @@ def dump_sass(folder, batch=1, length=4096):
     cfg, launch = scores_launch("mma", dev, out, flags, batch, length, groups_per_block=w_gpu["groups_per_block"])
     launch()
     cuda.synchronize()
-    kern = mma.mma_scores_kernel(**cfg)
-    os.makedirs(folder, exist_ok=True)
-    for sig, sass in kern.inspect_sass().items():
-        with open(os.path.join(folder, "mma_scores.sass"), "w") as f:
-            f.write(sass)
-        ops = collections.Counter()
-        for line in sass.splitlines():
-            parts = line.split("*/")
-            if len(parts) >= 2 and line.strip().startswith("/*") and parts[1].strip():
-                word = parts[1].strip().split()[0]
-                if word.startswith("@"):
-                    word = parts[1].strip().split()[1]
-                ops[word.split(".")[0]] += 1
-        print(f"mma scoring kernel, config {cfg}: {sum(ops.values())} SASS instructions")
-        print("  " + ", ".join(f"{k} {v}" for k, v in ops.most_common(40)))
-        try:
-            print("  registers:", kern.get_regs_per_thread())
-        except Exception as error:  # pragma: no cover - informational
-            print("  registers: n/a", error)
+    _write_sass(mma.mma_scores_kernel(**cfg), "mma_scores", folder, cfg)
+
+    keys = cuda.to_device((rng.standard_normal((bhs, length, D)) * 2.0).astype(np.float16))
+    index = cuda.device_array(bhs * length * P, np.uint8)
+    params = [cuda.device_array(bhs * (length // G) * P, np.float32) for _ in range(4)]
+    for label, cfg in ENCODE_VARIANTS:
+        cfg = cfg or CL.encode_config(P, G, rows=CL.rows_eligible(keys))
+        CL.launch_encode(keys, R_BITS, T_BITS, G, "half", index, None, None, *params, flags, config=cfg)
+        cuda.synchronize()
+        if cfg["kind"] == "rows":
+            kern = K.encode_rows_kernel(R_BITS, T_BITS, cfg["warps"], cfg["tokens_per_warp"], True, False,
+                                        cfg.get("fast_root", False))
+        else:
+            kern = K.encode_kernel(R_BITS, T_BITS, cfg["pairs_per_block"], cfg["slots"], cfg["tokens_per_thread"],
+                                   False)
+        _write_sass(kern, "encode_" + label.replace(" ", "_"), folder, cfg)
     return 0
 
 
@@ -369,10 +398,11 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="only batch 8, L = 131072, default variants")
     ap.add_argument("--defaults", action="store_true",
                     help="every case, but only the default variants (float32, float16 tables, mma)")
-    ap.add_argument("--sass", metavar="DIR", help="write the SASS of the mma scoring kernel to DIR and print "
-                    "its instruction counts by opcode, then exit")
+    ap.add_argument("--sass", metavar="DIR", help="write the SASS of the mma scoring and the encode kernels to "
+                    "DIR and print their instruction counts by opcode, then exit")
     ap.add_argument("--profile", choices=("scores32", "scores16", "scoresmma", "encode16"),
                     help="run one kernel twice on B=8, L=131072 and exit (for ncu --launch-skip 1)")
+    ap.add_argument("--only", choices=("scores", "encode"), help="run only the scoring or only the encode part")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes, no torch: checks that this script runs (simulator allowed)")
     args = ap.parse_args(argv)
@@ -412,7 +442,7 @@ def main(argv=None):
         cases, variants = [dict(batch=1, length=2 * G)], scores_variants()[:3]
     results = dict(info=info, copy_gbs=copy_gbs, scores=[], dense=[], encode=[])
     t0 = time.time()
-    for case in cases:
+    for case in ([] if args.only == "encode" else cases):
         rows, dense = bench_scores(case, rng, copy_gbs, variants, torch_ok)
         results["scores"] += rows
         if dense:
@@ -434,10 +464,15 @@ def main(argv=None):
         enc_cases = enc_cases[:2]
     if args.smoke:
         enc_cases = [(1, 2 * G, np.float16, False), (1, 2 * G, np.float32, True)]
-    for batch, length, dtype, split in enc_cases:
-        e = bench_encode(rng, batch, length, dtype, copy_gbs, split)
+    if args.only == "scores":
+        enc_cases = []
+    enc_runs = [(case, "default", None) for case in enc_cases]
+    if not (args.defaults or args.smoke):         # launch configurations on the first case
+        enc_runs[1:1] = [(enc_cases[0], label, cfg) for label, cfg in ENCODE_VARIANTS[1:]] if enc_cases else []
+    for (batch, length, dtype, split), label, cfg in enc_runs:
+        e = bench_encode(rng, batch, length, dtype, copy_gbs, split, cfg, label)
         results["encode"].append(e)
-        print(f"encode B={batch} L={length} {e['dtype']} {'index+rho+theta' if split else 'index only'}: "
+        print(f"encode {label:12s} B={batch} L={length} {e['dtype']} {'index+rho+theta' if split else 'index only'}: "
               f"{'ok ' if e['valid'] else 'BAD'} {e['ms']:.3f} ms, {e['gbs']:.0f} GB/s, roofline "
               f"{e['roofline_ms']:.3f} ms -> {100 * e['share_of_roofline']:.0f}% "
               f"[codes out of band {e['codes_out_of_band']}, param rel err {e['param_max_rel_err']:.1e}]",
@@ -463,7 +498,8 @@ def main(argv=None):
     for key, r in best.items():
         print(f"  best B={key[0]} L={key[1]:6d}: {r['variant']} {r['ms']:.4f} ms")
     for e in results["encode"]:
-        print(f"  encode B={e['batch']} L={e['length']} {e['dtype']} split={e['split']}: {e['ms']:.3f} ms "
+        print(f"  encode {e['variant']:12s} B={e['batch']} L={e['length']} {e['dtype']} split={e['split']}: "
+              f"{e['ms']:.3f} ms "
               f"= {100 * e['share_of_roofline']:.0f}% of roofline")
     if args.json:
         with open(args.json, "w") as f:

@@ -60,6 +60,7 @@ PI32 = np.float32(np.pi)
 TWO_PI32 = np.float32(2.0 * np.pi)
 FINF = np.float32(np.inf)
 F32_MAX = np.float32(np.finfo(np.float32).max)
+F32_TINY = np.float32(np.finfo(np.float32).smallest_subnormal)
 SHARED_ALIGN = None if SIM else 16   # wide shared loads/stores need 16-byte aligned arrays
 U0 = np.uint32(0)
 U8 = np.uint32(8)
@@ -133,6 +134,15 @@ if SIM:
     def f32_bits(u):
         return np.array([u], dtype=np.uint32).view(np.float32)[0]
 
+    def ldg_x2(arr, i):
+        """arr[i], arr[i + 1] as float32 (one aligned 2-element load on the GPU)."""
+        return np.float32(arr[i]), np.float32(arr[i + 1])
+
+    def stg_u16(arr, i, v):
+        """Bytes arr[i], arr[i + 1] = the low 16 bits of v, little-endian (i 2-byte aligned)."""
+        arr[i] = np.uint8(int(v) & 0xFF)
+        arr[i + 1] = np.uint8((int(v) >> 8) & 0xFF)
+
     def fast_sin(x):
         return np.float32(math.sin(float(x)))
 
@@ -141,6 +151,9 @@ if SIM:
 
     def fma(a, b, c):
         return np.float32(np.float32(a) * np.float32(b) + np.float32(c))
+
+    def rsqrt_approx(x):
+        return np.float32(1.0 / math.sqrt(float(x)))
 
 else:
     from llvmlite import ir
@@ -254,6 +267,40 @@ else:
         return sig, codegen
 
     @intrinsic
+    def ldg_x2(typingctx, arr, idx):
+        """arr[idx], arr[idx + 1] of a float16/32/64 array as one aligned 2-element global load,
+        converted to float32 (exactly for float16; rounded for float64)."""
+        sig = types.UniTuple(types.float32, 2)(arr, idx)
+
+        def codegen(context, builder, sig, args):
+            width = sig.args[0].dtype.bitwidth      # (numba stores float16 arrays as i16: name the type)
+            elem = {16: ir.HalfType(), 32: ir.FloatType(), 64: ir.DoubleType()}[width]
+            ptr = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+            v = builder.load(_vec_ptr(builder, ptr, elem, 2, 1), align=2 * width // 8)
+            vals = [builder.extract_element(v, ir.Constant(_I32, k)) for k in range(2)]
+            if width < 32:
+                vals = [builder.fpext(x, ir.FloatType()) for x in vals]
+            elif width > 32:
+                vals = [builder.fptrunc(x, ir.FloatType()) for x in vals]
+            return context.make_tuple(builder, sig.return_type, vals)
+
+        return sig, codegen
+
+    @intrinsic
+    def stg_u16(typingctx, arr, idx, val):
+        """Bytes arr[idx], arr[idx + 1] of a uint8 array = the low 16 bits of val (one store)."""
+        sig = types.void(arr, idx, val)
+
+        def codegen(context, builder, sig, args):
+            ptr = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+            ptr = builder.bitcast(ptr, ir.PointerType(ir.IntType(16)))
+            v = context.cast(builder, args[2], sig.args[2], types.uint32)
+            builder.store(builder.trunc(v, ir.IntType(16)), ptr, align=2)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
     def f32_bits(typingctx, u):
         """The float32 whose bit pattern is the uint32 u."""
         sig = types.float32(types.uint32)
@@ -275,6 +322,10 @@ else:
     def fma(a, b, c):
         return cuda.fma(a, b, c)
 
+    @cuda.jit(device=True, inline=True)
+    def rsqrt_approx(x):
+        return libdevice.rsqrtf(x)               # rsqrt.approx.f32
+
 
 def _f32(x):
     return np.float32(x)
@@ -294,42 +345,57 @@ HALF_PI32 = np.float32(np.pi / 2)
 
 
 @cuda.jit(device=True, inline=True)
-def polar32(x, y):
-    """(r, phi) of float32 x, y: r = hypot, phi = atan2 taken into [0, 2*pi).
+def root_1p(s):
+    """sqrt(s) for s in [1, 2]: hardware rsqrt (rel. error about 2**-22) and one Newton step, no branch
+    (the IEEE sqrt adds a range check and a slow path that [1, 2] never needs)."""
+    yr = rsqrt_approx(s)
+    h = s * yr
+    e = fma(-h, h, s)
+    return fma(e, FHALF * yr, h)
 
-    One division serves both: a = min/max of |x|, |y|; r = max * sqrt(1 + a*a)
-    (no overflow or underflow of squares), atan by the polynomial above, then
-    the octant reflections. Signed zeros follow numpy's arctan2 (x = -0.0
-    counts as negative), then -0 -> +0 and 2*pi -> 0 as in the golden model.
-    Error: r about 2 ulp, phi about 2 ulp of max(phi, pi/2).
-    """
-    ax = abs(x)
-    ay = abs(y)
-    mx = max(ax, ay)
-    mn = min(ax, ay)
-    a = F0
-    if mx > F0:
-        a = mn / mx
-    t = a * a
-    r = mx * math.sqrt(fma(a, a, F1))
-    p = fma(ATAN_C7, t, ATAN_C6)
-    p = fma(p, t, ATAN_C5)
-    p = fma(p, t, ATAN_C4)
-    p = fma(p, t, ATAN_C3)
-    p = fma(p, t, ATAN_C2)
-    p = fma(p, t, ATAN_C1)
-    p = fma(p, t, ATAN_C0)
-    phi = fma(a * t, p, a)
-    if ay > ax:
-        phi = HALF_PI32 - phi
-    if x < F0 or (x == F0 and math.copysign(F1, x) < F0):
-        phi = PI32 - phi
-    if y < F0:
-        phi = TWO_PI32 - phi                  # atan2 < 0 taken into [0, 2*pi)
-    phi = phi + F0                            # -0 -> +0
-    if phi >= TWO_PI32:
-        phi = F0
-    return r, phi
+
+def _polar32(fast_root):
+    """polar32, with the IEEE sqrt or (fast_root) root_1p for the radius."""
+
+    @cuda.jit(device=True, inline=True)
+    def polar32(x, y):
+        """(r, phi) of float32 x, y: r = hypot, phi = atan2 taken into [0, 2*pi).
+
+        One division serves both: a = min/max of |x|, |y|; r = max * sqrt(1 + a*a)
+        (no overflow or underflow of squares), atan by the polynomial above, then
+        the octant reflections. Signed zeros follow numpy's arctan2 (x = -0.0
+        counts as negative), then -0 -> +0 and 2*pi -> 0 as in the golden model.
+        Error: r about 2 ulp, phi about 2 ulp of max(phi, pi/2).
+        """
+        ax = abs(x)
+        ay = abs(y)
+        mx = max(ax, ay)
+        mn = min(ax, ay)
+        a = mn / max(mx, F32_TINY)                # 0 for x = y = 0, without a branch
+        t = a * a
+        if fast_root:
+            r = mx * root_1p(fma(a, a, F1))
+        else:
+            r = mx * math.sqrt(fma(a, a, F1))
+        p = fma(ATAN_C7, t, ATAN_C6)
+        p = fma(p, t, ATAN_C5)
+        p = fma(p, t, ATAN_C4)
+        p = fma(p, t, ATAN_C3)
+        p = fma(p, t, ATAN_C2)
+        p = fma(p, t, ATAN_C1)
+        p = fma(p, t, ATAN_C0)
+        phi = fma(a * t, p, a)
+        phi = HALF_PI32 - phi if ay > ax else phi
+        phi = PI32 - phi if math.copysign(F1, x) < F0 else phi     # x < 0, and x = -0.0
+        phi = TWO_PI32 - phi if y < F0 else phi   # atan2 < 0 taken into [0, 2*pi)
+        phi = phi + F0                            # -0 -> +0
+        return r, (F0 if phi >= TWO_PI32 else phi)
+
+    return polar32
+
+
+polar32 = _polar32(False)
+polar32_fast_root = _polar32(True)
 
 
 @lru_cache(maxsize=None)
@@ -445,6 +511,174 @@ def encode_kernel(r_bits: int, t_bits: int, pairs_per_block: int, slots: int, to
                     stg(theta_out, o, uint8(theta))
 
     return polar_encode
+
+
+ROW_PAIRS = 64          # pairs of one row tile of encode_rows_kernel: 32 lanes x 2
+
+
+@lru_cache(maxsize=None)
+def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: int, half_pairing: bool,
+                       split: bool = True, fast_root: bool = False):
+    """Kernel factory, encode v2: a warp reads whole rows; block = one group x 64-pair tile.
+
+    grid (n_groups * BH, ceil(P / 64)), warps * 32 threads. Lane l holds
+    pairs j, j + 1 (j = tile * 64 + 2 l) of tokens w, w + warps, ... (w the
+    warp; tokens_per_warp of them, r and phi kept in registers): one 2-element
+    load gives x_j, x_j+1 (half pairing; y from j + P) or x_j, y_j
+    (interleaved), so a warp reads 32 x 4 bytes of fp16 keys per load. The
+    group's min/max goes through shared memory in two stages (each thread's
+    extremes, then one thread per (quantity, pair) over the warps); codes of
+    the two pairs leave as one 2-byte store. Needs P even and the keys
+    aligned to two elements (the launcher checks; else encode_kernel).
+    fast_root: the radius's square root by root_1p instead of the IEEE sqrt.
+    """
+    W, TC = warps, tokens_per_warp
+    polar = polar32_fast_root if fast_root else polar32
+    NT = W * 32
+    NRED = 4 * ROW_PAIRS                      # (lo_r, -hi_r, lo_p, -hi_p) x pair
+    NREDW = 4 * W * ROW_PAIRS                 # array sizes must be constants, not expressions
+    TC2 = 2 * TC
+    SPLIT = bool(split)
+    HALF = bool(half_pairing)
+    SCALE_R = _f32(2.0 ** -r_bits)
+    SCALE_T = _f32(2.0 ** -t_bits)
+    TOP_R = _f32((1 << r_bits) - 1)
+    TOP_T = _f32((1 << t_bits) - 1)
+    TB = np.uint32(t_bits)
+
+    @cuda.jit(device=True, inline=True)
+    def code_of(r, p, lo_r, inv_r, lo_p, inv_p):
+        cr = (r - lo_r) * inv_r                  # position in bins; 0 for a zero range
+        if not (cr > F0):
+            cr = F0
+        if cr > TOP_R:
+            cr = TOP_R
+        ct = (p - lo_p) * inv_p
+        if not (ct > F0):
+            ct = F0
+        if ct > TOP_T:
+            ct = TOP_T
+        return uint32(cr), uint32(ct)            # truncation = floor for c >= 0
+
+    @cuda.jit
+    def polar_encode_rows(keys, length, d, group_size, index, rho_out, theta_out,
+                          r_min, r_step, phi_min, phi_step, flags):
+        # keys (BH * L * d,) float16/32/64, contiguous; outputs as in encode_kernel
+        # 32-bit divisions (inline; int64 ones are calls): lengths are far below 2**32 tokens
+        n_pairs = d // 2
+        n_groups = uint32(length) // uint32(group_size)
+        bx = uint32(cuda.blockIdx.x)
+        g = bx % n_groups
+        bh = bx // n_groups
+        tid = cuda.threadIdx.x
+        lane = tid % 32
+        w = tid // 32
+        jl = 2 * lane
+        j = cuda.blockIdx.y * ROW_PAIRS + jl
+        active = j < n_pairs
+        rv = cuda.local.array(TC2, float32)
+        pv = cuda.local.array(TC2, float32)
+        lo_r0 = FINF
+        lo_r1 = FINF
+        hi_r0 = -FINF
+        hi_r1 = -FINF
+        lo_p0 = FINF
+        lo_p1 = FINF
+        hi_p0 = -FINF
+        hi_p1 = -FINF
+        row = (int64(bh) * length + g * group_size) * d
+        if HALF:
+            ax, ay = j, j + n_pairs              # (x_j, x_j+1), (y_j, y_j+1)
+        else:
+            ax, ay = 2 * j, 2 * j + 2            # (x_j, y_j), (x_j+1, y_j+1)
+        for u in range(TC):
+            t = w + u * W
+            rv[2 * u] = F0
+            rv[2 * u + 1] = F0
+            pv[2 * u] = F0
+            pv[2 * u + 1] = F0
+            if active and t < group_size:
+                a0, a1 = ldg_x2(keys, row + t * d + ax)
+                b0, b1 = ldg_x2(keys, row + t * d + ay)
+                if HALF:
+                    r0, p0 = polar(a0, b0)
+                    r1, p1 = polar(a1, b1)
+                else:
+                    r0, p0 = polar(a0, a1)
+                    r1, p1 = polar(b0, b1)
+                rv[2 * u] = r0
+                rv[2 * u + 1] = r1
+                pv[2 * u] = p0
+                pv[2 * u + 1] = p1
+                lo_r0 = min(lo_r0, r0)
+                hi_r0 = max(hi_r0, r0)
+                lo_p0 = min(lo_p0, p0)
+                hi_p0 = max(hi_p0, p0)
+                lo_r1 = min(lo_r1, r1)
+                hi_r1 = max(hi_r1, r1)
+                lo_p1 = min(lo_p1, p1)
+                hi_p1 = max(hi_p1, p1)
+        # stage 1: every thread's extremes, as minima ([quantity][warp][pair])
+        red = cuda.shared.array(NREDW, float32, alignment=SHARED_ALIGN)
+        fin = cuda.shared.array(NRED, float32, alignment=SHARED_ALIGN)
+        base = w * ROW_PAIRS + jl
+        sts_f32x2(red, base, lo_r0, lo_r1)
+        sts_f32x2(red, W * ROW_PAIRS + base, -hi_r0, -hi_r1)
+        sts_f32x2(red, 2 * W * ROW_PAIRS + base, lo_p0, lo_p1)
+        sts_f32x2(red, 3 * W * ROW_PAIRS + base, -hi_p0, -hi_p1)
+        cuda.syncthreads()
+        # stage 2: one thread per (quantity, pair) over the warps
+        for k in range(tid, NRED, NT):
+            q = k // ROW_PAIRS
+            jk = k % ROW_PAIRS
+            m = FINF
+            for v in range(W):
+                m = min(m, lds_f32(red, (q * W + v) * ROW_PAIRS + jk))
+            stg(fin, k, m)
+        cuda.syncthreads()
+        if not active:
+            return
+        lo_r0, lo_r1 = lds_f32x2(fin, jl)
+        hi_r0, hi_r1 = lds_f32x2(fin, ROW_PAIRS + jl)
+        lo_p0, lo_p1 = lds_f32x2(fin, 2 * ROW_PAIRS + jl)
+        hi_p0, hi_p1 = lds_f32x2(fin, 3 * ROW_PAIRS + jl)
+        hi_r0 = -hi_r0
+        hi_r1 = -hi_r1
+        hi_p0 = -hi_p0
+        hi_p1 = -hi_p1
+        step_r0 = (hi_r0 - lo_r0) * SCALE_R
+        step_r1 = (hi_r1 - lo_r1) * SCALE_R
+        step_p0 = (hi_p0 - lo_p0) * SCALE_T
+        step_p1 = (hi_p1 - lo_p1) * SCALE_T
+        if w == 0:
+            o = (int64(bh) * n_groups + g) * n_pairs + j
+            stg(r_min, o, lo_r0)
+            stg(r_min, o + 1, lo_r1)
+            stg(r_step, o, step_r0)
+            stg(r_step, o + 1, step_r1)
+            stg(phi_min, o, lo_p0)
+            stg(phi_min, o + 1, lo_p1)
+            stg(phi_step, o, step_p0)
+            stg(phi_step, o + 1, step_p1)
+            if not (max(hi_r0, hi_r1) <= F32_MAX and max(step_r0, step_r1) <= F32_MAX):
+                flags[0] = 1
+        inv_r0 = F1 / step_r0 if step_r0 > F0 else F0
+        inv_r1 = F1 / step_r1 if step_r1 > F0 else F0
+        inv_p0 = F1 / step_p0 if step_p0 > F0 else F0
+        inv_p1 = F1 / step_p1 if step_p1 > F0 else F0
+        lq = n_groups * group_size
+        for u in range(TC):
+            t = w + u * W
+            if t < group_size:
+                cr0, ct0 = code_of(rv[2 * u], pv[2 * u], lo_r0, inv_r0, lo_p0, inv_p0)
+                cr1, ct1 = code_of(rv[2 * u + 1], pv[2 * u + 1], lo_r1, inv_r1, lo_p1, inv_p1)
+                o = (int64(bh) * lq + g * group_size + t) * n_pairs + j
+                stg_u16(index, o, ((cr0 << TB) | ct0) | (((cr1 << TB) | ct1) << U8))
+                if SPLIT:
+                    stg_u16(rho_out, o, cr0 | (cr1 << U8))
+                    stg_u16(theta_out, o, ct0 | (ct1 << U8))
+
+    return polar_encode_rows
 
 
 # --------------------------------------------------------------------------

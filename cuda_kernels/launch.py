@@ -229,39 +229,66 @@ def _host_big(array: np.ndarray) -> int:
 # --------------------------------------------------------------------------
 # Encode
 # --------------------------------------------------------------------------
-def encode_config(n_pairs: int, group_size: int) -> dict:
-    """Block shape of the encode kernel: PT pairs x CH token slots, TC tokens per thread.
+ENCODE_WARPS = 16                     # encode v2: warps a block (one group x 64 pairs)
 
-    In the simulator every thread is a Python thread: there the slots are cut
-    by 4 (same kernel, more tokens per thread) to keep small tests fast.
+
+def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
+    """Launch configuration of the encode kernels.
+
+    rows=True (v2, `encode_rows_kernel`): `warps` warps, each `tokens_per_warp`
+    tokens of the group, square roots by `kernels.root_1p`; needs P even and
+    keys aligned to two elements.
+    rows=False (v1, `encode_kernel`): PT pairs x CH token slots, TC tokens a thread.
+    In the simulator every thread is a Python thread: there the warps (v2) or
+    slots (v1) are cut by 4 (same kernel, more tokens a thread) to keep small
+    tests fast.
     """
+    if rows:
+        w = max(1, min(ENCODE_WARPS // 4 if SIM else ENCODE_WARPS, group_size))
+        return dict(kind="rows", warps=w, tokens_per_warp=-(-group_size // w), fast_root=True)
     pt = min(32, n_pairs)
     ch = max(1, min(256 // pt, group_size))
     if SIM:
         ch = max(1, ch // 4)
     tc = -(-group_size // ch)
-    return dict(pairs_per_block=pt, slots=ch, tokens_per_thread=tc)
+    return dict(kind="tile", pairs_per_block=pt, slots=ch, tokens_per_thread=tc)
+
+
+def rows_eligible(keys3) -> bool:
+    """encode v2 reads two elements at once: P even and the keys aligned to two elements."""
+    return keys3.shape[2] % 4 == 0 and _pointer(keys3) % (2 * keys3.dtype.itemsize) == 0
 
 
 def launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta,
                   r_min, r_step, phi_min, phi_step, flags, config=None):
     """Kernel only: keys3 (BH, L, d) contiguous device array -> flat outputs (see encode_kernel).
 
-    rho = theta = None writes only the packed index.
+    rho = theta = None writes only the packed index. config: from
+    `encode_config`; by default v2 where `rows_eligible`, else v1.
     """
     bhs, length, d = keys3.shape
     n_pairs, n_groups = d // 2, length // group_size
     if bhs * n_groups == 0:
         return
-    cfg = config or encode_config(n_pairs, group_size)
+    cfg = config or encode_config(n_pairs, group_size, rows=rows_eligible(keys3))
     split = rho is not None
-    kern = K.encode_kernel(r_bits, t_bits, cfg["pairs_per_block"], cfg["slots"], cfg["tokens_per_thread"], split)
     if not split:                       # packed index only: the split outputs are never written
         rho = theta = index
+    flat = keys3.reshape(keys3.size)
+    if cfg["kind"] == "rows":
+        if not rows_eligible(keys3):
+            raise ValueError(f"encode v2 needs P even and 2-element aligned keys; got d = {d}")
+        kern = K.encode_rows_kernel(r_bits, t_bits, cfg["warps"], cfg["tokens_per_warp"], pairing == "half", split,
+                                    cfg.get("fast_root", False))
+        grid = _grid(n_groups * bhs, -(-n_pairs // K.ROW_PAIRS))
+        kern[grid, 32 * cfg["warps"]](flat, length, d, group_size, index, rho, theta,
+                                      r_min, r_step, phi_min, phi_step, flags)
+        return
+    kern = K.encode_kernel(r_bits, t_bits, cfg["pairs_per_block"], cfg["slots"], cfg["tokens_per_thread"], split)
     x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
     grid = _grid(n_groups * bhs, -(-n_pairs // cfg["pairs_per_block"]))
     kern[grid, cfg["pairs_per_block"] * cfg["slots"]](
-        keys3.reshape(keys3.size), length, d, x_stride, y_offset, group_size, index, rho, theta,
+        flat, length, d, x_stride, y_offset, group_size, index, rho, theta,
         r_min, r_step, phi_min, phi_step, flags)
 
 

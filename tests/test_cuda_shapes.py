@@ -9,7 +9,10 @@ compared with the golden model on every run, simulator or GPU.
 import numpy as np
 import pytest
 
+import polarref
+from polarref import tolerances as T
 from polarref import verify
+from polarref.golden import split_pairs, to_polar
 from polarref.backends import load_backend
 from polarref.strategies import Case, Config, make_keys
 
@@ -18,6 +21,7 @@ CASES = [  # (H_kv, M, L, P, G, r_bits, t_bits, pairing, distribution, dtype)
     (1, 3, 64, 4, 16, 3, 5, "interleaved", "straddle_zero_angle", np.float32),
     (3, 2, 40, 6, 16, 2, 2, "half", "gaussian", np.float16),
     (1, 1, 128, 2, 128, 1, 7, "half", "repeated_values", np.float64),
+    (2, 2, 48, 5, 16, 4, 4, "half", "gaussian", np.float16),        # P odd: encode v1 (tile kernel)
 ]
 CHECKS = ("matches_golden_codes", "matches_golden_decode", "matches_golden_scores",
           "table_scores_match_decode", "extremes_in_end_bins")
@@ -38,3 +42,66 @@ def test_cuda_matches_golden_on_full_groups(cuda_backend, case, check):
     prop = {p_.name: p_ for p_ in verify.PROPERTIES}[check]
     outcome = prop.check(cuda_backend, example)          # raises AssertionError on a mismatch
     assert outcome.worst <= 1.0
+
+
+ENCODE_CONFIGS = {   # every encode kernel and option, forced through launch_encode's config
+    "v1 tile": dict(kind="tile", pairs_per_block=8, slots=2, tokens_per_thread=16),
+    "v2 rows": dict(kind="rows", warps=4, tokens_per_warp=8),
+    "v2 rows, fast root": dict(kind="rows", warps=4, tokens_per_warp=8, fast_root=True),
+    "v2 rows, tokens beyond the group": dict(kind="rows", warps=3, tokens_per_warp=11),
+}
+
+
+@pytest.mark.parametrize("pairing", ["half", "interleaved"])
+@pytest.mark.parametrize("config", list(ENCODE_CONFIGS), ids=str)
+def test_each_encode_kernel_matches_golden(config, pairing):
+    """Both encode kernels (and options) on one input: codes outside the boundary band and the
+    parameters equal the golden model's, whichever kernel the launcher would have picked."""
+    from numba import cuda
+
+    from cuda_kernels import launch as CL
+
+    bh, length, p, g = 2, 64, 8, 32
+    keys_h = (make_keys(5, (bh, length, 2 * p), "outlier_channels", 0, g) * 3.0).astype(np.float16)
+    index = cuda.device_array(bh * length * p, np.uint8)
+    rho = cuda.device_array(bh * length * p, np.uint8)
+    theta = cuda.device_array(bh * length * p, np.uint8)
+    params = [cuda.device_array(bh * (length // g) * p, np.float32) for _ in range(4)]
+    flags = cuda.to_device(np.zeros(1, np.int32))
+    CL.launch_encode(cuda.to_device(keys_h), 4, 4, g, pairing, index, rho, theta, *params, flags,
+                     config=ENCODE_CONFIGS[config])
+    ref = polarref.encode(keys_h, 4, 4, g, pairing)
+    r, phi = to_polar(*split_pairs(keys_h.astype(np.float64), pairing))
+    packed = index.copy_to_host().reshape(bh, length, p)
+    for name, got, want, vals, lo, step in (
+            ("rho", rho.copy_to_host().reshape(bh, length, p), ref.rho, r, ref.r_min, ref.r_step),
+            ("theta", theta.copy_to_host().reshape(bh, length, p), ref.theta, phi, ref.phi_min, ref.phi_step),
+            ("packed rho", packed >> 4, ref.rho, r, ref.r_min, ref.r_step),
+            ("packed theta", packed & 15, ref.theta, phi, ref.phi_min, ref.phi_step)):
+        verify.codes_agree(name, got, want, vals, lo, step, 4, T.EPS32)     # raises on a mismatch
+    for got, want, lo, step in zip(params, (ref.r_min, ref.r_step, ref.phi_min, ref.phi_step),
+                                   (ref.r_min, ref.r_min, ref.phi_min, ref.phi_min),
+                                   (ref.r_step, ref.r_step, ref.phi_step, ref.phi_step)):
+        slack = T.MARGIN * T.VALUE_ULPS * T.EPS32 * T.value_scale(lo, step, 4)    # as matches_golden_codes
+        if want is step:
+            slack = 2 * slack / 2.0**4
+        assert np.all(np.abs(got.copy_to_host().reshape(want.shape) - want) <= slack)
+    assert int(flags.copy_to_host()[0]) == 0
+
+
+def test_encode_of_unaligned_device_keys():
+    """Keys viewed one element into a device buffer cannot take the 2-element loads of encode v2
+    on the GPU: the launcher falls back to v1 and the codes still match the host path."""
+    from numba import cuda
+
+    from cuda_kernels import launch as CL
+
+    keys_h = make_keys(6, (1, 64, 16), "gaussian", 0, 32).astype(np.float32)
+    buf = cuda.to_device(np.concatenate([np.zeros(1, np.float32), keys_h.ravel()]))
+    view = buf[1:].reshape(keys_h.shape)
+    on_device = CL.encode(view, 4, 4, 32, "half")
+    on_host = CL.encode(keys_h, 4, 4, 32, "half")
+    assert not CL.SIM or CL.rows_eligible(view)         # the simulator's pointers are all 0
+    np.testing.assert_array_equal(on_device.rho.copy_to_host(), on_host.rho)
+    np.testing.assert_array_equal(on_device.theta.copy_to_host(), on_host.theta)
+    np.testing.assert_array_equal(on_device.r_min.copy_to_host(), on_host.r_min.astype(np.float32))

@@ -1,0 +1,105 @@
+"""Lower every GPU kernel to LLVM IR and verify it, without a GPU.
+
+    python -m cuda_kernels.lowering        (NUMBA_ENABLE_CUDASIM must be unset)
+
+CI has no GPU: there the kernels run in the CUDA simulator, which executes
+the Python bodies and accepts code that the GPU compiler rejects. Two such
+bugs reached the GPU before this check existed: a local array whose shape was
+an expression (`cuda.local.array(2 * TC, ...)`, a typing error on the GPU
+only) and a vector load typed from numba's storage of float16 arrays (i16, so
+an `fpext` of an integer: invalid IR). This module runs numba's CUDA front end
+(typing and lowering for compute capability 9.0) on each kernel factory's
+kernel, with the configurations the launchers pick for W-GPU and for small
+test shapes and every key dtype, and hands the IR to LLVM's verifier.
+
+Not covered: NVVM's own checks, PTX generation and ptxas (they need the CUDA
+toolkit), and anything about speed. `scripts/gpu_run.sh` runs the real thing.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+
+def _cases():
+    """(name, kernel, argument stand-ins): NumPy arrays type exactly like device arrays."""
+    from . import kernels as K
+    from . import launch as L
+    from . import mma as MMA
+
+    u8, f32, i32 = (np.zeros(4, t) for t in (np.uint8, np.float32, np.int32))
+    params = (f32, f32, f32, f32)
+    key_dtypes = (np.float16, np.float32, np.float64)
+
+    for dt in key_dtypes:
+        keys = np.zeros(4, dt)
+        for half in (True, False):
+            for split in (True, False):
+                for n_pairs, g in ((64, 128), (4, 16)):
+                    cfg = L.encode_config(n_pairs, g, rows=True)
+                    kern = K.encode_rows_kernel(4, 4, cfg["warps"], cfg["tokens_per_warp"], half, split,
+                                                cfg["fast_root"])
+                    yield (f"encode v2 {np.dtype(dt).name} half={half} split={split} P={n_pairs} G={g}", kern,
+                           (keys, 1, 1, 1, u8, u8, u8, *params, i32))
+            cfg = L.encode_config(3, 16, rows=False)
+            kern = K.encode_kernel(3, 5, cfg["pairs_per_block"], cfg["slots"], cfg["tokens_per_thread"], True)
+            yield (f"encode v1 {np.dtype(dt).name} P=3", kern, (keys, 1, 1, 1, 1, 1, u8, u8, u8, *params, i32))
+
+    for table in ("float32", "float16"):
+        for n_pairs, t_bits, heads, ptr in ((64, 4, 4, 0), (6, 3, 3, 0), (64, 4, 4, 4), (5, 2, 2, 1)):
+            cfg = L.scores_config(n_pairs, 4, t_bits, 128, heads, table, ptr)
+            yield (f"scores {table} {cfg}", K.scores_kernel(**cfg),
+                   (u8, *params, f32, 1, 1, 1, 1, 1, f32, 1, np.uint32(0)))
+    for n_pairs, t_bits, n_groups, bhs, ptr in ((64, 4, 1024, 64, 0), (16, 2, 2, 1, 4), (32, 5, 4, 2, 0)):
+        cfg = L.mma_config(n_pairs, 4, t_bits, 16 if n_pairs < 64 else 128, n_groups, bhs, ptr)
+        yield (f"scores mma {cfg}", MMA.mma_scores_kernel(**cfg),
+               (u8, *params, f32, 1, 1, 1, 1, f32, 1, i32, np.uint32(0)))
+
+    for dt in key_dtypes:
+        res3 = np.zeros((1, 1, 2), dt)
+        yield f"residual scores {np.dtype(dt).name}", K.residual_scores_kernel(), (f32, res3, 1, 1, f32, 1)
+        yield f"copy3d {np.dtype(dt).name}", K.copy3d_kernel(), (res3[:, :, ::2], np.zeros((1, 1, 1), dt))
+        yield f"nonfinite {np.dtype(dt).name}", K.nonfinite_kernel(), (res3, np.zeros(2, np.int64))
+    yield "decode", K.decode_kernel(4), (u8, *params, 1, 1, 1, 1, np.zeros((1, 1, 2), np.float32))
+    yield "pack", K.pack_kernel(4), (u8, u8, u8)
+
+
+def check_all(verbose: bool = False) -> list[str]:
+    """Lower and verify every case; return the names of those that fail (with the reason)."""
+    import llvmlite.binding as llvm
+    from numba import typeof, types
+    from numba.cuda import compiler
+
+    from . import kernels as K
+
+    if K.SIM:
+        raise RuntimeError("cuda_kernels.lowering needs the real CUDA target: unset NUMBA_ENABLE_CUDASIM")
+    failures = []
+    count = 0
+    for name, kern, args in _cases():
+        count += 1
+        sig = tuple(typeof(a) for a in args)
+        try:
+            cres = compiler.compile_cuda(kern.py_func, types.void, sig, cc=(9, 0))
+            text = cres.library.get_llvm_str()         # the kernel's module, then any linked ones
+            for part in text.split("; ModuleID")[1:] if "; ModuleID" in text else [text]:
+                llvm.parse_assembly("; ModuleID" + part).verify()
+        except Exception as error:  # any failure is the finding; keep going to report them all
+            failures.append(f"{name}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
+            continue
+        if verbose:
+            print(f"ok   {name}", flush=True)
+    print(f"{count - len(failures)} of {count} kernels lowered to LLVM IR and verified", flush=True)
+    return failures
+
+
+def main() -> int:
+    failures = check_all(verbose="-v" in sys.argv[1:])
+    for f in failures:
+        print("FAIL", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
