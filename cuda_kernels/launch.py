@@ -176,9 +176,13 @@ def _contiguous3(src3, dtype=None):
 
 
 def _pointer(a) -> int:
-    """Device address of a device array's first element (0 in the simulator)."""
+    """Device address of a device array's first element.
+
+    In the simulator: the host address of the NumPy array behind it, so that a
+    view at an odd offset takes the same alignment fallbacks there as on a GPU.
+    """
     if SIM:
-        return 0
+        return int(a._ary.ctypes.data) if hasattr(a, "_ary") else 0
     return int(a.__cuda_array_interface__["data"][0])
 
 

@@ -139,3 +139,37 @@ def test_ineligible_shapes_use_the_float32_tables():
     queries = np.random.default_rng(9).standard_normal((3, 12))
     code = golden.encode(keys, group_size=8)
     assert np.array_equal(cuda_kernels.scores(queries, code, table="mma"), cuda_kernels.scores(queries, code))
+
+
+def test_an_index_not_4_byte_aligned_falls_back_to_float32_tables():
+    """The mma kernel loads the index in 4-byte words: an index viewed one byte into a device buffer
+    runs the float32 table kernel instead (1-byte loads), within the float32 bound, which float16
+    keys would exceed. The simulator's pointers are host addresses, so this runs there too."""
+    import dataclasses
+
+    from numba import cuda
+
+    import cuda_kernels
+    from cuda_kernels import launch as CL
+
+    keys = make_keys(7, (1, 64, 32), "outlier_channels", 0, 16)
+    queries = np.random.default_rng(8).standard_normal((4, 32))
+    code = golden.encode(keys, group_size=16)
+    packed = ((code.rho.astype(np.uint32) << 4) | code.theta).astype(np.uint8)
+    buf = cuda.to_device(np.concatenate([np.zeros(1, np.uint8), packed.ravel()]))
+    shifted = dataclasses.replace(CL.encode(cuda.to_device(keys.astype(np.float32)), group_size=16),
+                                  packed=buf[1:].reshape(packed.shape))
+    assert CL._pointer(shifted.packed) % 4 == 1
+    # the device code carries float32 parameters of its own encode; score the golden codes with them
+    host_code = dataclasses.replace(code, r_min=shifted.r_min.copy_to_host().astype(np.float64),
+                                    r_step=shifted.r_step.copy_to_host().astype(np.float64),
+                                    phi_min=shifted.phi_min.copy_to_host().astype(np.float64),
+                                    phi_step=shifted.phi_step.copy_to_host().astype(np.float64))
+    got = cuda_kernels.scores(cuda.to_device(queries.astype(np.float32)), shifted, table="mma").copy_to_host()
+    want = golden.scores(queries.astype(np.float32).astype(np.float64), host_code)
+    bound32 = golden_score_tolerance(queries, host_code, tol.EPS32)
+    assert (np.abs(got - want) <= bound32).all()
+    # the same scores through the aligned index do run on float16 keys: outside the float32 bound
+    aligned = dataclasses.replace(shifted, packed=cuda.to_device(packed))
+    fp16 = cuda_kernels.scores(cuda.to_device(queries.astype(np.float32)), aligned, table="mma").copy_to_host()
+    assert (np.abs(fp16 - want) > bound32).any()
