@@ -10,7 +10,10 @@
 # Usage there: bash scripts/gpu_run.sh            (OUT defaults to /tmp/gpu_out)
 #              BENCH_ARGS=--quick bash scripts/gpu_run.sh
 #              SASS=1 TESTS=tests/test_cuda_mma.py bash scripts/gpu_run.sh
-#                (SASS of the tensor-core kernel first; only the named tests)
+#                (SASS of the tensor-core and encode kernels first; only the named tests)
+#              PART=1 SKIP_BENCH=1 bash scripts/gpu_run.sh, then PART=2 SKIP_BENCH=1 ...
+#                (the whole suite in two calls of about 8 and 7 minutes: PART=2 is the
+#                Hypothesis properties, golden, README and verify tests, PART=1 the rest)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
@@ -30,6 +33,12 @@ if [ -n "$SASS" ]; then
   echo "== SASS of the mma scoring kernel ($OUT/sass/mma_scores.sass)"
   timeout 120 python3 -m benchmarks.gpu --sass "$OUT/sass" 2>&1 | tail -n 20
 fi
+
+SLOW_FILES="tests/test_golden.py tests/test_properties.py tests/test_readme.py tests/test_verify.py"
+case "$PART" in
+  1) TESTS=${TESTS:-$(ls tests/test_*.py | grep -v -F -x -f <(tr ' ' '\n' <<< "$SLOW_FILES") | tr '\n' ' ')} ;;
+  2) TESTS=${TESTS:-$SLOW_FILES} ;;
+esac
 
 if [ -z "$SKIP_TESTS" ]; then
   echo "== tests on the GPU (log: $OUT/pytest.log)"
