@@ -156,7 +156,10 @@ if SIM:
         return np.float32(math.cos(float(x)))
 
     def fma(a, b, c):
-        return np.float32(np.float32(a) * np.float32(b) + np.float32(c))
+        """a * b + c rounded once, as FFMA: the float32 product is exact in float64 (48 bits);
+        the sum is rounded to float64 and then to float32, which differs from one rounding only
+        when the first lands exactly on a float32 halfway point (never for these kernels' uses)."""
+        return np.float32(np.float64(np.float32(a)) * np.float64(np.float32(b)) + np.float64(np.float32(c)))
 
     def rsqrt_approx(x):
         return np.float32(1.0 / math.sqrt(float(x)))
@@ -348,6 +351,8 @@ ATAN_C = tuple(np.float32(c) for c in (
     -0.07552492, 0.04321545, -0.01637031, 0.00292133))
 ATAN_C0, ATAN_C1, ATAN_C2, ATAN_C3, ATAN_C4, ATAN_C5, ATAN_C6, ATAN_C7 = ATAN_C
 HALF_PI32 = np.float32(np.pi / 2)
+GOLDEN_WRAP = np.float32(2.0**-51)            # 2*pi - phi rounds to 2*pi in float64 below this
+BELOW_TWO_PI32 = np.nextafter(TWO_PI32, np.float32(0.0))
 
 
 @cuda.jit(device=True, inline=True)
@@ -372,8 +377,11 @@ def _polar32(fast_root):
         One division serves both: a = min/max of |x|, |y|; r = max * sqrt(1 + a*a)
         (no overflow or underflow of squares), atan by the polynomial above, then
         the octant reflections. Signed zeros follow numpy's arctan2 (x = -0.0
-        counts as negative), then -0 -> +0 and 2*pi -> 0 as in the golden model.
-        Error: r about 2 ulp, phi about 2 ulp of max(phi, pi/2).
+        counts as negative), then -0 -> +0 as in the golden model. A negative angle
+        that float32 rounds to 2*pi (its 2*pi is 1.7e-7 above the real one) becomes
+        the float32 just below it, unless float64 also rounds it to 2*pi: only then
+        does the golden model wrap it to 0.
+        Error: r about 2 ulp, phi about 2 ulp of max(phi, pi/2) (4 next to 2*pi).
         """
         ax = abs(x)
         ay = abs(y)
@@ -394,16 +402,35 @@ def _polar32(fast_root):
         p = fma(p, t, ATAN_C0)
         phi = fma(a * t, p, a)
         phi = HALF_PI32 - phi if ay > ax else phi
-        phi = PI32 - phi if math.copysign(F1, x) < F0 else phi     # x < 0, and x = -0.0
-        phi = TWO_PI32 - phi if y < F0 else phi   # atan2 < 0 taken into [0, 2*pi)
-        phi = phi + F0                            # -0 -> +0
-        return r, (F0 if phi >= TWO_PI32 else phi)
+        phi = PI32 - phi if math.copysign(F1, x) < F0 else phi     # |atan2|; x < 0, and x = -0.0
+        w = TWO_PI32 - phi                        # atan2 < 0 taken into [0, 2*pi)
+        # float32's 2*pi is above the real one, so w rounds up to it for phi under half its ulp;
+        # the golden model (float64) maps to 0 only the phi that its own 2*pi swallows
+        w = w if w < TWO_PI32 else (F0 if phi < GOLDEN_WRAP else BELOW_TWO_PI32)
+        return r, (w if y < F0 else phi + F0)     # + 0: -0 -> +0
 
     return polar32
 
 
 polar32 = _polar32(False)
 polar32_fast_root = _polar32(True)
+
+F_2P64 = np.float32(2.0**64)
+F_2M64 = np.float32(2.0**-64)
+
+
+@cuda.jit(device=True, inline=True)
+def bin_scale(lo, step):
+    """(pre, lo * pre, inv): the position in bins of a value v is fma(v, pre, -lo * pre) * inv.
+
+    inv = 1 / (step * pre), 0 for a zero range. pre = 2**64 for 0 < step < 2**-64, else 1:
+    the inverse of a step that small (keys near the float32 subnormals) overflows float32.
+    Scaling by a power of two is exact, and such a group's values are below 2**-36, so
+    fma(v, pre, -lo * pre) is (v - lo) * pre with one rounding, as v - lo is without it.
+    """
+    pre = F_2P64 if (step > F0 and step < F_2M64) else F1
+    inv = F1 / (step * pre) if step > F0 else F0
+    return pre, lo * pre, inv
 
 
 @lru_cache(maxsize=None)
@@ -490,22 +517,18 @@ def encode_kernel(r_bits: int, t_bits: int, pairs_per_block: int, slots: int, to
             stg(phi_step, o, step_p)
             if not (hi_r <= F32_MAX and step_r <= F32_MAX):
                 flags[0] = 1
-        inv_r = F0
-        if step_r > F0:
-            inv_r = F1 / step_r
-        inv_p = F0
-        if step_p > F0:
-            inv_p = F1 / step_p
+        pre_r, los_r, inv_r = bin_scale(lo_r, step_r)
+        pre_p, los_p, inv_p = bin_scale(lo_p, step_p)
         lq = n_groups * group_size
         for u in range(TC):
             t = slot + u * CH
             if t < group_size:
-                cr = (rv[u] - lo_r) * inv_r          # position in bins; 0 for a zero range
+                cr = fma(rv[u], pre_r, -los_r) * inv_r      # position in bins; 0 for a zero range
                 if not (cr > F0):
                     cr = F0
                 if cr > TOP_R:
                     cr = TOP_R
-                ct = (pv[u] - lo_p) * inv_p
+                ct = fma(pv[u], pre_p, -los_p) * inv_p
                 if not (ct > F0):
                     ct = F0
                 if ct > TOP_T:
@@ -555,13 +578,13 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     TB = np.uint32(t_bits)
 
     @cuda.jit(device=True, inline=True)
-    def code_of(r, p, lo_r, inv_r, lo_p, inv_p):
-        cr = (r - lo_r) * inv_r                  # position in bins; 0 for a zero range
+    def code_of(r, p, pre_r, los_r, inv_r, pre_p, los_p, inv_p):
+        cr = fma(r, pre_r, -los_r) * inv_r       # position in bins (see bin_scale); 0 for a zero range
         if not (cr > F0):
             cr = F0
         if cr > TOP_R:
             cr = TOP_R
-        ct = (p - lo_p) * inv_p
+        ct = fma(p, pre_p, -los_p) * inv_p
         if not (ct > F0):
             ct = F0
         if ct > TOP_T:
@@ -670,16 +693,16 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
             stg(phi_step, o + 1, step_p1)
             if not (max(hi_r0, hi_r1) <= F32_MAX and max(step_r0, step_r1) <= F32_MAX):
                 flags[0] = 1
-        inv_r0 = F1 / step_r0 if step_r0 > F0 else F0
-        inv_r1 = F1 / step_r1 if step_r1 > F0 else F0
-        inv_p0 = F1 / step_p0 if step_p0 > F0 else F0
-        inv_p1 = F1 / step_p1 if step_p1 > F0 else F0
+        pre_r0, los_r0, inv_r0 = bin_scale(lo_r0, step_r0)
+        pre_r1, los_r1, inv_r1 = bin_scale(lo_r1, step_r1)
+        pre_p0, los_p0, inv_p0 = bin_scale(lo_p0, step_p0)
+        pre_p1, los_p1, inv_p1 = bin_scale(lo_p1, step_p1)
         lq = n_groups * group_size
         for u in range(TC):
             t = w + u * W
             if t < group_size:
-                cr0, ct0 = code_of(rv[2 * u], pv[2 * u], lo_r0, inv_r0, lo_p0, inv_p0)
-                cr1, ct1 = code_of(rv[2 * u + 1], pv[2 * u + 1], lo_r1, inv_r1, lo_p1, inv_p1)
+                cr0, ct0 = code_of(rv[2 * u], pv[2 * u], pre_r0, los_r0, inv_r0, pre_p0, los_p0, inv_p0)
+                cr1, ct1 = code_of(rv[2 * u + 1], pv[2 * u + 1], pre_r1, los_r1, inv_r1, pre_p1, los_p1, inv_p1)
                 o = (int64(bh) * lq + g * group_size + t) * n_pairs + j
                 stg_u16(index, o, ((cr0 << TB) | ct0) | (((cr1 << TB) | ct1) << U8))
                 if SPLIT:

@@ -182,7 +182,7 @@ def _pointer(a) -> int:
     view at an odd offset takes the same alignment fallbacks there as on a GPU.
     """
     if SIM:
-        return int(a._ary.ctypes.data) if hasattr(a, "_ary") else 0
+        return int(a._ary.ctypes.data)
     return int(a.__cuda_array_interface__["data"][0])
 
 
@@ -258,9 +258,11 @@ def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
     return dict(kind="tile", pairs_per_block=pt, slots=ch, tokens_per_thread=tc)
 
 
-def rows_eligible(keys3) -> bool:
-    """encode v2 reads two elements at once: P even and the keys aligned to two elements."""
-    return keys3.shape[2] % 4 == 0 and _pointer(keys3) % (2 * keys3.dtype.itemsize) == 0
+def rows_eligible(keys3, *outputs) -> bool:
+    """encode v2 reads two elements at once and stores two codes at once: P even, the keys aligned
+    to two elements, the uint8 outputs (index, rho, theta; None skipped) to two bytes."""
+    return (keys3.shape[2] % 4 == 0 and _pointer(keys3) % (2 * keys3.dtype.itemsize) == 0
+            and all(_pointer(o) % 2 == 0 for o in outputs if o is not None))
 
 
 def launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta,
@@ -274,14 +276,17 @@ def launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta,
     n_pairs, n_groups = d // 2, length // group_size
     if bhs * n_groups == 0:
         return
-    cfg = config or encode_config(n_pairs, group_size, rows=rows_eligible(keys3))
+    rows_ok = rows_eligible(keys3, index, rho, theta)
+    cfg = config or encode_config(n_pairs, group_size, rows=rows_ok)
     split = rho is not None
     if not split:                       # packed index only: the split outputs are never written
         rho = theta = index
     flat = keys3.reshape(keys3.size)
     if cfg["kind"] == "rows":
-        if not rows_eligible(keys3):
-            raise ValueError(f"encode v2 needs P even and 2-element aligned keys; got d = {d}")
+        if not rows_ok:
+            raise ValueError(f"encode v2 needs P even, keys aligned to 2 elements and outputs to 2 bytes; "
+                             f"got d = {d}, key address {_pointer(keys3)}, output addresses "
+                             f"{[_pointer(o) for o in (index, rho, theta) if o is not None]}")
         kern = K.encode_rows_kernel(r_bits, t_bits, cfg["warps"], cfg["tokens_per_warp"], pairing == "half", split,
                                     cfg.get("fast_root", False))
         grid = _grid(n_groups * bhs, -(-n_pairs // K.ROW_PAIRS))

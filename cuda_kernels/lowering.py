@@ -36,12 +36,11 @@ def _cases():
         keys = np.zeros(4, dt)
         for half in (True, False):
             for split in (True, False):
-                for n_pairs, g in ((64, 128), (4, 16)):
+                for n_pairs, g, fast_root in ((64, 128, True), (4, 16, False)):
                     cfg = L.encode_config(n_pairs, g, rows=True)
-                    kern = K.encode_rows_kernel(4, 4, cfg["warps"], cfg["tokens_per_warp"], half, split,
-                                                cfg["fast_root"])
-                    yield (f"encode v2 {np.dtype(dt).name} half={half} split={split} P={n_pairs} G={g}", kern,
-                           (keys, 1, 1, 1, u8, u8, u8, *params, i32))
+                    kern = K.encode_rows_kernel(4, 4, cfg["warps"], cfg["tokens_per_warp"], half, split, fast_root)
+                    yield (f"encode v2 {np.dtype(dt).name} half={half} split={split} P={n_pairs} G={g} "
+                           f"fast_root={fast_root}", kern, (keys, 1, 1, 1, u8, u8, u8, *params, i32))
             cfg = L.encode_config(3, 16, rows=False)
             kern = K.encode_kernel(3, 5, cfg["pairs_per_block"], cfg["slots"], cfg["tokens_per_thread"], True)
             yield (f"encode v1 {np.dtype(dt).name} P=3", kern, (keys, 1, 1, 1, 1, 1, u8, u8, u8, *params, i32))

@@ -20,6 +20,8 @@ EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
 EPS16 = float(np.finfo(np.float16).eps)
 TINY64 = float(np.finfo(np.float64).smallest_subnormal)
+TINY32 = float(np.finfo(np.float32).smallest_subnormal)
+TINY16 = float(np.finfo(np.float16).smallest_subnormal)
 MARGIN = 2.0
 
 # Ulps of error carried by a computed radius or angle before it is binned:
@@ -31,6 +33,16 @@ VALUE_ULPS = 4.0
 def eps_of(dtype) -> float:
     """Unit roundoff of a floating dtype."""
     return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def tiny_of(eps) -> float:
+    """Smallest subnormal of the precision an error of eps belongs to (the coarsest of float16,
+    float32, float64 whose unit roundoff is at most eps; eps may be a multiple of it): the
+    absolute error floor of an operation there, where rounding error stops shrinking with the value."""
+    for dtype in (np.float16, np.float32, np.float64):
+        if float(np.finfo(dtype).eps) <= eps:
+            return float(np.finfo(dtype).smallest_subnormal)
+    return TINY64
 
 
 def value_scale(lo, step, bits):
@@ -46,14 +58,28 @@ def boundary_band(lo, step, bits, eps):
     (v - lo) moves by 2 * VALUE_ULPS * eps * scale and step = (hi - lo) / B by
     a relative 2 * VALUE_ULPS * eps * scale / (B * step), which moves u (at
     most B) by the same absolute amount in bins. In bins, that is
-    4 * VALUE_ULPS * eps * scale / step; doubled by MARGIN. A group with
-    zero step is inside the band entirely (any rounding can open its range).
-    Shapes: lo, step (..., n, P) -> band (..., n, P).
+    4 * VALUE_ULPS * eps * scale / step; doubled by MARGIN. Below the normal
+    range an operation errs by up to the smallest subnormal (tiny_of(eps)),
+    not eps times its value, so eps * scale becomes eps * scale + tiny: it
+    matters only for keys near the subnormals (float32: about 1e-38 and below).
+    A group with zero step is inside the band entirely (any rounding can open
+    its range). Shapes: lo, step (..., n, P) -> band (..., n, P).
     """
     scale = value_scale(lo, step, bits)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        band = MARGIN * 4.0 * VALUE_ULPS * eps * scale / step
+        band = MARGIN * 4.0 * VALUE_ULPS * (eps * scale + tiny_of(eps)) / step
     return np.where(step > 0.0, band, np.inf)
+
+
+def range_bounds(lo, step, bits, eps):
+    """Bounds on |lo_hat - lo| and |step_hat - step| of a group's range computed at precision eps.
+
+    lo and hi are computed values, each off by VALUE_ULPS roundings of size
+    eps * scale (or tiny_of(eps) below the normal range); step = (hi - lo) / B
+    carries both ends' errors over B. Doubled by MARGIN.
+    """
+    lo_bound = MARGIN * VALUE_ULPS * (eps * value_scale(lo, step, bits) + tiny_of(eps))
+    return lo_bound, 2.0 * lo_bound / 2.0**bits
 
 
 def positions(values, lo, step):

@@ -427,9 +427,7 @@ def matches_golden_codes(backend, case):
                                    "r_step": (ref.r_min, ref.r_step, cfg.r_bits),
                                    "phi_min": (ref.phi_min, ref.phi_step, cfg.t_bits),
                                    "phi_step": (ref.phi_min, ref.phi_step, cfg.t_bits)}.items():
-        slack = tol.MARGIN * tol.VALUE_ULPS * eps * tol.value_scale(lo, step, bits)
-        if attr.endswith("step"):
-            slack = 2 * slack / 2.0**bits   # (hi - lo) / B: both ends' errors, over B
+        slack = tol.range_bounds(lo, step, bits, eps)[attr.endswith("step")]
         out = out.merge(within(attr, np.abs(np.asarray(getattr(code, attr)) - getattr(ref, attr)), slack))
     if not np.array_equal(np.asarray(code.residual), ref.residual):
         raise AssertionError("residual differs from golden")

@@ -49,6 +49,7 @@ ENCODE_CONFIGS = {   # every encode kernel and option, forced through launch_enc
     "v2 rows": dict(kind="rows", warps=4, tokens_per_warp=8),
     "v2 rows, fast root": dict(kind="rows", warps=4, tokens_per_warp=8, fast_root=True),
     "v2 rows, tokens beyond the group": dict(kind="rows", warps=3, tokens_per_warp=11),
+    "v2 rows, 16 warps as on the GPU": dict(kind="rows", warps=16, tokens_per_warp=2, fast_root=True),
 }
 
 
@@ -57,59 +58,101 @@ def assert_matches_golden(keys_h, g, pairing, rho, theta, packed, params):
     to rounding, as the property matches_golden_codes judges them (r4t4)."""
     ref = polarref.encode(keys_h, 4, 4, g, pairing)
     r, phi = to_polar(*split_pairs(keys_h.astype(np.float64), pairing))
+    lq = ref.rho.shape[-2]
+    r, phi = r[..., :lq, :], phi[..., :lq, :]                # the residual tokens have no codes
     for name, got, want, vals, lo, step in (
             ("rho", rho, ref.rho, r, ref.r_min, ref.r_step),
             ("theta", theta, ref.theta, phi, ref.phi_min, ref.phi_step),
             ("packed rho", packed >> 4, ref.rho, r, ref.r_min, ref.r_step),
             ("packed theta", packed & 15, ref.theta, phi, ref.phi_min, ref.phi_step)):
         verify.codes_agree(name, got, want, vals, lo, step, 4, T.EPS32)     # raises on a mismatch
-    for got, want, lo, step in zip(params, (ref.r_min, ref.r_step, ref.phi_min, ref.phi_step),
-                                   (ref.r_min, ref.r_min, ref.phi_min, ref.phi_min),
-                                   (ref.r_step, ref.r_step, ref.phi_step, ref.phi_step)):
-        slack = T.MARGIN * T.VALUE_ULPS * T.EPS32 * T.value_scale(lo, step, 4)    # as matches_golden_codes
-        if want is step:
-            slack = 2 * slack / 2.0**4
-        assert np.all(np.abs(np.asarray(got, np.float64) - want) <= slack)
+    for k, got in enumerate(params):      # r_min, r_step, phi_min, phi_step
+        lo, step = (ref.r_min, ref.r_step) if k < 2 else (ref.phi_min, ref.phi_step)
+        slack = T.range_bounds(lo, step, 4, T.EPS32)[k % 2]                    # as matches_golden_codes
+        assert np.all(np.abs(np.asarray(got, np.float64) - (lo, step)[k % 2]) <= slack)
 
 
-@pytest.mark.parametrize("pairing", ["half", "interleaved"])
-@pytest.mark.parametrize("config", list(ENCODE_CONFIGS), ids=str)
-def test_each_encode_kernel_matches_golden(config, pairing):
-    """Both encode kernels (and options) on one input: codes outside the boundary band and the
-    parameters equal the golden model's, whichever kernel the launcher would have picked."""
+ENCODE_SHAPES = {    # (BH, L, P, G, key dtype)
+    "P8-G32-fp16": (2, 64, 8, 32, np.float16),
+    "P66-G32-fp32-2tiles-6residual": (1, 70, 66, 32, np.float32),
+    "P4-G16-fp64": (1, 48, 4, 16, np.float64),
+}
+
+
+def _launch_and_check(keys_h, g, pairing, config=None, index_offset=0):
+    """launch_encode on device copies of keys_h (index viewed index_offset bytes into its buffer),
+    then assert_matches_golden."""
     from numba import cuda
 
     from cuda_kernels import launch as CL
 
-    bh, length, p, g = 2, 64, 8, 32
-    keys_h = (make_keys(5, (bh, length, 2 * p), "outlier_channels", 0, g) * 3.0).astype(np.float16)
-    index = cuda.device_array(bh * length * p, np.uint8)
-    rho = cuda.device_array(bh * length * p, np.uint8)
-    theta = cuda.device_array(bh * length * p, np.uint8)
+    bh, length, d = keys_h.shape
+    p, lq = d // 2, (length // g) * g
+    index = cuda.device_array(bh * lq * p + index_offset, np.uint8)[index_offset:]
+    rho = cuda.device_array(bh * lq * p, np.uint8)
+    theta = cuda.device_array(bh * lq * p, np.uint8)
     params = [cuda.device_array(bh * (length // g) * p, np.float32) for _ in range(4)]
     flags = cuda.to_device(np.zeros(1, np.int32))
-    CL.launch_encode(cuda.to_device(keys_h), 4, 4, g, pairing, index, rho, theta, *params, flags,
-                     config=ENCODE_CONFIGS[config])
-    packed = index.copy_to_host().reshape(bh, length, p)
-    assert_matches_golden(keys_h, g, pairing, rho.copy_to_host().reshape(bh, length, p),
-                          theta.copy_to_host().reshape(bh, length, p), packed,
+    CL.launch_encode(cuda.to_device(keys_h), 4, 4, g, pairing, index, rho, theta, *params, flags, config=config)
+    assert_matches_golden(keys_h, g, pairing, rho.copy_to_host().reshape(bh, lq, p),
+                          theta.copy_to_host().reshape(bh, lq, p), index.copy_to_host().reshape(bh, lq, p),
                           [a.copy_to_host().reshape(bh, length // g, p) for a in params])
     assert int(flags.copy_to_host()[0]) == 0
 
 
-def test_encode_of_unaligned_device_keys():
-    """Keys viewed one element into a device buffer cannot take the 2-element loads of encode v2:
-    the launcher falls back to v1, which matches the golden model (the simulator's pointers are the
-    host addresses of the arrays behind them, so this runs the fallback there too)."""
+@pytest.mark.parametrize("shape", list(ENCODE_SHAPES))
+@pytest.mark.parametrize("pairing", ["half", "interleaved"])
+@pytest.mark.parametrize("config", list(ENCODE_CONFIGS), ids=str)
+def test_each_encode_kernel_matches_golden(config, pairing, shape):
+    """Both encode kernels (and options) on the same inputs: codes outside the boundary band and
+    the parameters equal the golden model's, whichever kernel the launcher would have picked;
+    partial pair tiles, residual tokens and every key dtype included."""
+    bh, length, p, g, dtype = ENCODE_SHAPES[shape]
+    keys_h = (make_keys(5, (bh, length, 2 * p), "outlier_channels", 0, g) * 3.0).astype(dtype)
+    _launch_and_check(keys_h, g, pairing, ENCODE_CONFIGS[config])
+
+
+def test_encode_falls_back_to_v1_where_v2_cannot_run(monkeypatch):
+    """Keys one element into a device buffer (no 2-element loads) or an index one byte into one
+    (no 2-byte stores) take encode v1; aligned ones take v2. v2 is replaced by a stub that raises,
+    so each path is seen, not inferred (the simulator's pointers are the host addresses of the
+    arrays behind its device arrays, so the alignment is real there too)."""
     from numba import cuda
 
+    import cuda_kernels.kernels as K
     from cuda_kernels import launch as CL
 
     keys_h = make_keys(6, (1, 64, 16), "gaussian", 0, 32).astype(np.float32)
     buf = cuda.to_device(np.concatenate([np.zeros(1, np.float32), keys_h.ravel()]))
     view = buf[1:].reshape(keys_h.shape)
-    assert not CL.rows_eligible(view) and CL.rows_eligible(cuda.to_device(keys_h))
-    code = CL.encode(view, 4, 4, 32, "half")                # encode v1, where v2 would not be
+
+    def v2_called(*args, **kwargs):
+        raise RuntimeError("encode v2 was chosen")
+
+    monkeypatch.setattr(K, "encode_rows_kernel", v2_called)
+    with pytest.raises(RuntimeError, match="v2 was chosen"):
+        CL.encode(cuda.to_device(keys_h), 4, 4, 32, "half")
+    code = CL.encode(view, 4, 4, 32, "half")                # encode v1
     rho, theta = code.rho.copy_to_host(), code.theta.copy_to_host()
     assert_matches_golden(keys_h, 32, "half", rho, theta, (rho << 4) | theta,
                           [getattr(code, n).copy_to_host() for n in ("r_min", "r_step", "phi_min", "phi_step")])
+    _launch_and_check(keys_h, 32, "half", index_offset=1)                   # encode v1
+
+
+def _edge_keys(kind):
+    keys = make_keys(9, (1, 32, 16), "gaussian", 0, 32).astype(np.float32)
+    if kind == "float32 subnormals":        # steps under 2**-64: their inverses overflow float32
+        return (keys * 1e-42).astype(np.float32)
+    x = np.abs(keys[0, :, 0]) + 0.5         # pair 0: angles just below 2*pi, where float32 rounds
+    keys[0, :, 0] = x                       # up to its 2*pi and float64 does only below 4.4e-16
+    keys[0, :, 8] = -x * np.tile([1e-8, 1e-7, 2e-7, 3e-7, 1e-20, 1e-17, 4e-16, 5e-16], 4)
+    return keys
+
+
+@pytest.mark.parametrize("kind", ["float32 subnormals", "angles next to 2*pi"])
+@pytest.mark.parametrize("config", ["v1 tile", "v2 rows, fast root"])
+def test_encode_edge_values_match_golden(config, kind):
+    """Both encode kernels on keys where float32 differs most from the golden model's float64:
+    subnormal keys (codes and steps must not overflow) and negative angles that round to 2*pi
+    (the golden model wraps to 0 only what float64 rounds to 2*pi)."""
+    _launch_and_check(_edge_keys(kind), 32, "half", ENCODE_CONFIGS[config])
