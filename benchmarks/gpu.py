@@ -360,7 +360,6 @@ def _write_sass(kern, name, folder, cfg):
 
 def dump_sass(folder, batch=1, length=4096):
     """SASS of the mma scoring kernel and of the encode kernels as compiled for W-GPU, with opcode counts."""
-    from cuda_kernels import kernels as K
     from cuda_kernels import mma
 
     rng = np.random.default_rng(SEED)
@@ -381,13 +380,7 @@ def dump_sass(folder, batch=1, length=4096):
         cfg = cfg or CL.encode_config(P, G, rows=CL.rows_eligible(keys))
         CL.launch_encode(keys, R_BITS, T_BITS, G, "half", index, None, None, *params, flags, config=cfg)
         cuda.synchronize()
-        if cfg["kind"] == "rows":
-            kern = K.encode_rows_kernel(R_BITS, T_BITS, cfg["warps"], cfg["tokens_per_warp"], True, False,
-                                        cfg.get("fast_root", False))
-        else:
-            kern = K.encode_kernel(R_BITS, T_BITS, cfg["pairs_per_block"], cfg["slots"], cfg["tokens_per_thread"],
-                                   False)
-        _write_sass(kern, "encode_" + label.replace(" ", "_"), folder, cfg)
+        _write_sass(CL.encode_kernel_for(cfg, R_BITS, T_BITS, "half", False), "encode_" + label.replace(" ", "_"), folder, cfg)
     return 0
 
 

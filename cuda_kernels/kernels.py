@@ -433,6 +433,17 @@ def bin_scale(lo, step):
     return pre, lo * pre, inv
 
 
+@cuda.jit(device=True, inline=True)
+def bin_code(v, pre, lo_pre, inv, top):
+    """The code of value v: floor of its position in bins (from bin_scale), clipped to [0, top]."""
+    c = fma(v, pre, -lo_pre) * inv               # 0 for a zero range
+    if not (c > F0):
+        c = F0
+    if c > top:
+        c = top
+    return uint32(c)                             # truncation = floor for c >= 0
+
+
 @lru_cache(maxsize=None)
 def encode_kernel(r_bits: int, t_bits: int, pairs_per_block: int, slots: int, tokens_per_thread: int,
                   split: bool = True):
@@ -523,18 +534,8 @@ def encode_kernel(r_bits: int, t_bits: int, pairs_per_block: int, slots: int, to
         for u in range(TC):
             t = slot + u * CH
             if t < group_size:
-                cr = fma(rv[u], pre_r, -los_r) * inv_r      # position in bins; 0 for a zero range
-                if not (cr > F0):
-                    cr = F0
-                if cr > TOP_R:
-                    cr = TOP_R
-                ct = fma(pv[u], pre_p, -los_p) * inv_p
-                if not (ct > F0):
-                    ct = F0
-                if ct > TOP_T:
-                    ct = TOP_T
-                rho = uint32(cr)                       # truncation = floor for cr >= 0
-                theta = uint32(ct)
+                rho = bin_code(rv[u], pre_r, los_r, inv_r, TOP_R)
+                theta = bin_code(pv[u], pre_p, los_p, inv_p, TOP_T)
                 o = (int64(bh) * lq + g * group_size + t) * n_pairs + j
                 stg(index, o, uint8((rho << TB) | theta))
                 if SPLIT:
@@ -576,20 +577,6 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     TOP_R = _f32((1 << r_bits) - 1)
     TOP_T = _f32((1 << t_bits) - 1)
     TB = np.uint32(t_bits)
-
-    @cuda.jit(device=True, inline=True)
-    def code_of(r, p, pre_r, los_r, inv_r, pre_p, los_p, inv_p):
-        cr = fma(r, pre_r, -los_r) * inv_r       # position in bins (see bin_scale); 0 for a zero range
-        if not (cr > F0):
-            cr = F0
-        if cr > TOP_R:
-            cr = TOP_R
-        ct = fma(p, pre_p, -los_p) * inv_p
-        if not (ct > F0):
-            ct = F0
-        if ct > TOP_T:
-            ct = TOP_T
-        return uint32(cr), uint32(ct)            # truncation = floor for c >= 0
 
     @cuda.jit
     def polar_encode_rows(keys, length, d, group_size, index, rho_out, theta_out,
@@ -701,8 +688,10 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         for u in range(TC):
             t = w + u * W
             if t < group_size:
-                cr0, ct0 = code_of(rv[2 * u], pv[2 * u], pre_r0, los_r0, inv_r0, pre_p0, los_p0, inv_p0)
-                cr1, ct1 = code_of(rv[2 * u + 1], pv[2 * u + 1], pre_r1, los_r1, inv_r1, pre_p1, los_p1, inv_p1)
+                cr0 = bin_code(rv[2 * u], pre_r0, los_r0, inv_r0, TOP_R)
+                ct0 = bin_code(pv[2 * u], pre_p0, los_p0, inv_p0, TOP_T)
+                cr1 = bin_code(rv[2 * u + 1], pre_r1, los_r1, inv_r1, TOP_R)
+                ct1 = bin_code(pv[2 * u + 1], pre_p1, los_p1, inv_p1, TOP_T)
                 o = (int64(bh) * lq + g * group_size + t) * n_pairs + j
                 stg_u16(index, o, ((cr0 << TB) | ct0) | (((cr1 << TB) | ct1) << U8))
                 if SPLIT:

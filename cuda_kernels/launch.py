@@ -265,6 +265,15 @@ def rows_eligible(keys3, *outputs) -> bool:
             and all(_pointer(o) % 2 == 0 for o in outputs if o is not None))
 
 
+def encode_kernel_for(config: dict, r_bits: int, t_bits: int, pairing: str, split: bool):
+    """The compiled-on-first-launch encode kernel of a launch configuration from `encode_config`."""
+    if config["kind"] == "rows":
+        return K.encode_rows_kernel(r_bits, t_bits, config["warps"], config["tokens_per_warp"],
+                                    pairing == "half", split, config.get("fast_root", False))
+    return K.encode_kernel(r_bits, t_bits, config["pairs_per_block"], config["slots"],
+                           config["tokens_per_thread"], split)
+
+
 def launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta,
                   r_min, r_step, phi_min, phi_step, flags, config=None):
     """Kernel only: keys3 (BH, L, d) contiguous device array -> flat outputs (see encode_kernel).
@@ -282,18 +291,16 @@ def launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta,
     if not split:                       # packed index only: the split outputs are never written
         rho = theta = index
     flat = keys3.reshape(keys3.size)
+    kern = encode_kernel_for(cfg, r_bits, t_bits, pairing, split)
     if cfg["kind"] == "rows":
         if not rows_ok:
             raise ValueError(f"encode v2 needs P even, keys aligned to 2 elements and outputs to 2 bytes; "
                              f"got d = {d}, key address {_pointer(keys3)}, output addresses "
                              f"{[_pointer(o) for o in (index, rho, theta) if o is not None]}")
-        kern = K.encode_rows_kernel(r_bits, t_bits, cfg["warps"], cfg["tokens_per_warp"], pairing == "half", split,
-                                    cfg.get("fast_root", False))
         grid = _grid(n_groups * bhs, -(-n_pairs // K.ROW_PAIRS))
         kern[grid, 32 * cfg["warps"]](flat, length, d, group_size, index, rho, theta,
                                       r_min, r_step, phi_min, phi_step, flags)
         return
-    kern = K.encode_kernel(r_bits, t_bits, cfg["pairs_per_block"], cfg["slots"], cfg["tokens_per_thread"], split)
     x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
     grid = _grid(n_groups * bhs, -(-n_pairs // cfg["pairs_per_block"]))
     kern[grid, cfg["pairs_per_block"] * cfg["slots"]](

@@ -34,16 +34,17 @@ def _cases():
 
     for dt in key_dtypes:
         keys = np.zeros(4, dt)
-        for half in (True, False):
+        for pairing in ("half", "interleaved"):
             for split in (True, False):
                 for n_pairs, g, fast_root in ((64, 128, True), (4, 16, False)):
-                    cfg = L.encode_config(n_pairs, g, rows=True)
-                    kern = K.encode_rows_kernel(4, 4, cfg["warps"], cfg["tokens_per_warp"], half, split, fast_root)
-                    yield (f"encode v2 {np.dtype(dt).name} half={half} split={split} P={n_pairs} G={g} "
-                           f"fast_root={fast_root}", kern, (keys, 1, 1, 1, u8, u8, u8, *params, i32))
-            cfg = L.encode_config(3, 16, rows=False)
-            kern = K.encode_kernel(3, 5, cfg["pairs_per_block"], cfg["slots"], cfg["tokens_per_thread"], True)
-            yield (f"encode v1 {np.dtype(dt).name} P=3", kern, (keys, 1, 1, 1, 1, 1, u8, u8, u8, *params, i32))
+                    cfg = dict(L.encode_config(n_pairs, g, rows=True), fast_root=fast_root)
+                    yield (f"encode v2 {np.dtype(dt).name} {pairing} split={split} P={n_pairs} G={g} "
+                           f"fast_root={fast_root}", L.encode_kernel_for(cfg, 4, 4, pairing, split),
+                           (keys, 1, 1, 1, u8, u8, u8, *params, i32))
+        for split in (True, False):          # v1 reads both pairings through strides: one kernel each
+            kern = L.encode_kernel_for(L.encode_config(3, 16, rows=False), 3, 5, "half", split)
+            yield (f"encode v1 {np.dtype(dt).name} split={split} P=3", kern,
+                   (keys, 1, 1, 1, 1, 1, u8, u8, u8, *params, i32))
 
     for table in ("float32", "float16"):
         for n_pairs, t_bits, heads, ptr in ((64, 4, 4, 0), (6, 3, 3, 0), (64, 4, 4, 4), (5, 2, 2, 1)):
