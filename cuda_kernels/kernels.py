@@ -66,7 +66,7 @@ PI32 = np.float32(np.pi)
 TWO_PI32 = np.float32(2.0 * np.pi)
 FINF = np.float32(np.inf)
 F32_MAX = np.float32(np.finfo(np.float32).max)
-F32_TINY = np.float32(np.finfo(np.float32).smallest_subnormal)
+F32_NORMAL = np.float32(np.finfo(np.float32).smallest_normal)
 SHARED_ALIGN = None if SIM else 16   # wide shared loads/stores need 16-byte aligned arrays
 U0 = np.uint32(0)
 U8 = np.uint32(8)
@@ -163,6 +163,22 @@ if SIM:
 
     def rsqrt_approx(x):
         return np.float32(1.0 / math.sqrt(float(x)))
+
+    def rcp_approx(x):
+        """rcp.approx.ftz.f32 rounded correctly: subnormal input and output flush to zero."""
+        x = float(np.float32(x))
+        if abs(x) < F32_NORMAL:
+            return np.float32(math.copysign(np.inf, x))
+        r = np.float32(1.0 / x)
+        return r if abs(r) >= F32_NORMAL else np.float32(0.0)
+
+    def sign_bit(x):
+        """True where float32 x has its sign bit set (x < 0, and -0.0)."""
+        return bool(np.signbit(np.float32(x)))
+
+    def narrow_keys(arr):
+        """True for float16 keys (a compile-time constant on the GPU)."""
+        return arr.dtype.itemsize <= 2
 
 else:
     from llvmlite import ir
@@ -331,9 +347,39 @@ else:
     def fma(a, b, c):
         return cuda.fma(a, b, c)
 
-    @cuda.jit(device=True, inline=True)
-    def rsqrt_approx(x):
-        return libdevice.rsqrtf(x)               # rsqrt.approx.f32
+    def _asm_f32(text):
+        """Intrinsic float32 -> float32 of one PTX instruction."""
+        @intrinsic
+        def op(typingctx, x):
+            def codegen(context, builder, sig, args):
+                asm = ir.InlineAsm(ir.FunctionType(ir.FloatType(), [ir.FloatType()]), text, "=f,f")
+                return builder.call(asm, [context.cast(builder, args[0], sig.args[0], types.float32)])
+
+            return types.float32(x), codegen
+
+        return op
+
+    # the bare MUFU instructions: without .ftz, NVVM wraps them in a subnormal rescue (about 5
+    # instructions) that their callers' arguments (root_1p: [1, 2]; ratio: normal) never need
+    rsqrt_approx = _asm_f32("rsqrt.approx.ftz.f32 $0, $1;")
+    rcp_approx = _asm_f32("rcp.approx.ftz.f32 $0, $1;")
+
+    @intrinsic
+    def sign_bit(typingctx, x):
+        """True where float32 x has its sign bit set (x < 0, and -0.0): one integer compare."""
+        def codegen(context, builder, sig, args):
+            bits = builder.bitcast(context.cast(builder, args[0], sig.args[0], types.float32), _I32)
+            return builder.icmp_signed("<", bits, ir.Constant(_I32, 0))
+
+        return types.boolean(x), codegen
+
+    @intrinsic
+    def narrow_keys(typingctx, arr):
+        """True for a float16 array: a constant, so LLVM drops the branch not taken."""
+        def codegen(context, builder, sig, args):
+            return ir.Constant(ir.IntType(1), int(sig.args[0].dtype.bitwidth <= 16))
+
+        return types.boolean(arr), codegen
 
 
 def _f32(x):
@@ -367,14 +413,43 @@ def root_1p(s):
     return fma(e, FHALF * yr, h)
 
 
+F_2P64 = np.float32(2.0**64)
+F_2M64 = np.float32(2.0**-64)
+F_2P62 = np.float32(2.0**62)
+F_2M100 = np.float32(2.0**-100)
+
+
+@cuda.jit(device=True, inline=True)
+def ratio(mn, mx, narrow):
+    """mn / mx for 0 <= mn <= mx (0 for mx = 0), within 1 ulp: the hardware reciprocal, the
+    quotient, and one correction by its residual (exact by FMA), with no branch. The IEEE
+    division adds a range check and a call to a slow path behind it.
+
+    The reciprocal (flushing subnormals to zero) needs mx and 1 / mx normal, and the residual
+    is exact only if mn is normal: narrow (values from float16 keys, so mn, mx are 0 or in
+    [2**-24, 65504]) needs nothing; wider keys are scaled by a power of two first (exact): by
+    2**64 where mn is below 2**-64 and mx below 2**62, by 2**-64 where mx is above 2**64.
+    (Left unscaled, a subnormal mn under mx in [2**62, 2**64] has a quotient below 2**-188:
+    zero in float32 either way.) A zero mx becomes 2**-100, which makes the quotient 0.
+    """
+    if not narrow:
+        s = F_2P64 if (mn < F_2M64 and mx < F_2P62) else (F_2M64 if mx > F_2P64 else F1)
+        mn = mn * s
+        mx = mx * s
+    rc = rcp_approx(max(mx, F_2M100))
+    q = mn * rc
+    return fma(fma(-q, mx, mn), rc, q)
+
+
 def _polar32(fast_root):
     """polar32, with the IEEE sqrt or (fast_root) root_1p for the radius."""
 
     @cuda.jit(device=True, inline=True)
-    def polar32(x, y):
+    def polar32(x, y, narrow):
         """(r, phi) of float32 x, y: r = hypot, phi = atan2 taken into [0, 2*pi).
 
-        One division serves both: a = min/max of |x|, |y|; r = max * sqrt(1 + a*a)
+        One division (`ratio`; narrow: x, y come from float16 keys) serves both:
+        a = min/max of |x|, |y|; r = max * sqrt(1 + a*a)
         (no overflow or underflow of squares), atan by the polynomial above, then
         the octant reflections. Signed zeros follow numpy's arctan2 (x = -0.0
         counts as negative), then -0 -> +0 as in the golden model. A negative angle
@@ -387,7 +462,7 @@ def _polar32(fast_root):
         ay = abs(y)
         mx = max(ax, ay)
         mn = min(ax, ay)
-        a = mn / max(mx, F32_TINY)                # 0 for x = y = 0, without a branch
+        a = ratio(mn, mx, narrow)
         t = a * a
         if fast_root:
             r = mx * root_1p(fma(a, a, F1))
@@ -402,7 +477,7 @@ def _polar32(fast_root):
         p = fma(p, t, ATAN_C0)
         phi = fma(a * t, p, a)
         phi = HALF_PI32 - phi if ay > ax else phi
-        phi = PI32 - phi if math.copysign(F1, x) < F0 else phi     # |atan2|; x < 0, and x = -0.0
+        phi = PI32 - phi if sign_bit(x) else phi  # |atan2|; x < 0, and x = -0.0
         w = TWO_PI32 - phi                        # atan2 < 0 taken into [0, 2*pi)
         # float32's 2*pi is above the real one, so w rounds up to it for phi under half its ulp;
         # the golden model (float64) maps to 0 only the phi that its own 2*pi swallows
@@ -414,10 +489,6 @@ def _polar32(fast_root):
 
 polar32 = _polar32(False)
 polar32_fast_root = _polar32(True)
-
-F_2P64 = np.float32(2.0**64)
-F_2M64 = np.float32(2.0**-64)
-
 
 @cuda.jit(device=True, inline=True)
 def bin_scale(lo, step):
@@ -495,7 +566,7 @@ def encode_kernel(r_bits: int, t_bits: int, pairs_per_block: int, slots: int, to
             if active and t < group_size:
                 x = float32(ldg(keys, kbase + t * d))
                 y = float32(ldg(keys, kbase + t * d + y_offset))
-                r, p = polar32(x, y)
+                r, p = polar32(x, y, narrow_keys(keys))
                 rv[u] = r
                 pv[u] = p
                 lo_r = min(lo_r, r)
@@ -577,8 +648,11 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     TOP_R = _f32((1 << r_bits) - 1)
     TOP_T = _f32((1 << t_bits) - 1)
     TB = np.uint32(t_bits)
+    # two blocks a SM (W = 16: 32 warps) need <= 64 registers a thread; ask ptxas for them
+    # rather than depend on its version landing there (64 -> 65 would halve the warps)
+    jit = cuda.jit if SIM else cuda.jit(launch_bounds=(NT, max(1, 1024 // NT)))
 
-    @cuda.jit
+    @jit
     def polar_encode_rows(keys, length, d, group_size, index, rho_out, theta_out,
                           r_min, r_step, phi_min, phi_step, flags):
         # keys (BH * L * d,) float16/32/64, contiguous; outputs as in encode_kernel
@@ -594,6 +668,28 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         jl = 2 * lane
         j = cuda.blockIdx.y * ROW_PAIRS + jl
         active = j < n_pairs
+        jr = j if active else n_pairs - 2          # lanes past P read a real pair; they store nothing
+        narrow = narrow_keys(keys)
+        row = (int64(bh) * length + g * group_size) * d
+        if HALF:
+            ax, ay = jr, jr + n_pairs              # (x_j, x_j+1), (y_j, y_j+1)
+        else:
+            ax, ay = 2 * jr, 2 * jr + 2            # (x_j, y_j), (x_j+1, y_j+1)
+        # every load first, with no branch between them: a warp then has 2 * TC loads in
+        # flight, not 2 (a load behind a branch waits for the code before it). Tokens past the
+        # group's end repeat its last token: in bounds, and the extremes do not change.
+        xa = cuda.local.array(TC, float32)
+        xb = cuda.local.array(TC, float32)
+        ya = cuda.local.array(TC, float32)
+        yb = cuda.local.array(TC, float32)
+        last = group_size - 1
+        mine = uint32(last - w) // uint32(W)    # the warp's tokens of the group: u = 0 .. mine
+        stride = uint32(W) * uint32(d)          # 32-bit: a group's keys are far below 2**32
+        row += w * d
+        for u in range(TC):
+            o = row + int64(min(uint32(u), mine) * stride)
+            xa[u], xb[u] = ldg_x2(keys, o + ax)
+            ya[u], yb[u] = ldg_x2(keys, o + ay)
         rv = cuda.local.array(TC2, float32)
         pv = cuda.local.array(TC2, float32)
         lo_r0 = FINF
@@ -604,38 +700,25 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         lo_p1 = FINF
         hi_p0 = -FINF
         hi_p1 = -FINF
-        row = (int64(bh) * length + g * group_size) * d
-        if HALF:
-            ax, ay = j, j + n_pairs              # (x_j, x_j+1), (y_j, y_j+1)
-        else:
-            ax, ay = 2 * j, 2 * j + 2            # (x_j, y_j), (x_j+1, y_j+1)
         for u in range(TC):
-            t = w + u * W
-            rv[2 * u] = F0
-            rv[2 * u + 1] = F0
-            pv[2 * u] = F0
-            pv[2 * u + 1] = F0
-            if active and t < group_size:
-                a0, a1 = ldg_x2(keys, row + t * d + ax)
-                b0, b1 = ldg_x2(keys, row + t * d + ay)
-                if HALF:
-                    r0, p0 = polar(a0, b0)
-                    r1, p1 = polar(a1, b1)
-                else:
-                    r0, p0 = polar(a0, a1)
-                    r1, p1 = polar(b0, b1)
-                rv[2 * u] = r0
-                rv[2 * u + 1] = r1
-                pv[2 * u] = p0
-                pv[2 * u + 1] = p1
-                lo_r0 = min(lo_r0, r0)
-                hi_r0 = max(hi_r0, r0)
-                lo_p0 = min(lo_p0, p0)
-                hi_p0 = max(hi_p0, p0)
-                lo_r1 = min(lo_r1, r1)
-                hi_r1 = max(hi_r1, r1)
-                lo_p1 = min(lo_p1, p1)
-                hi_p1 = max(hi_p1, p1)
+            if HALF:
+                r0, p0 = polar(xa[u], ya[u], narrow)
+                r1, p1 = polar(xb[u], yb[u], narrow)
+            else:
+                r0, p0 = polar(xa[u], xb[u], narrow)
+                r1, p1 = polar(ya[u], yb[u], narrow)
+            rv[2 * u] = r0
+            rv[2 * u + 1] = r1
+            pv[2 * u] = p0
+            pv[2 * u + 1] = p1
+            lo_r0 = min(lo_r0, r0)
+            hi_r0 = max(hi_r0, r0)
+            lo_p0 = min(lo_p0, p0)
+            hi_p0 = max(hi_p0, p0)
+            lo_r1 = min(lo_r1, r1)
+            hi_r1 = max(hi_r1, r1)
+            lo_p1 = min(lo_p1, p1)
+            hi_p1 = max(hi_p1, p1)
         # stage 1: every thread's extremes, as minima ([quantity][warp][pair])
         red = cuda.shared.array(NREDW, float32, alignment=SHARED_ALIGN)
         fin = cuda.shared.array(NRED, float32, alignment=SHARED_ALIGN)
@@ -685,18 +768,19 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         pre_p0, los_p0, inv_p0 = bin_scale(lo_p0, step_p0)
         pre_p1, los_p1, inv_p1 = bin_scale(lo_p1, step_p1)
         lq = n_groups * group_size
+        o = (int64(bh) * lq + g * group_size + w) * n_pairs + j      # token w; then W tokens apart
+        wp = W * n_pairs
         for u in range(TC):
-            t = w + u * W
-            if t < group_size:
-                cr0 = bin_code(rv[2 * u], pre_r0, los_r0, inv_r0, TOP_R)
-                ct0 = bin_code(pv[2 * u], pre_p0, los_p0, inv_p0, TOP_T)
-                cr1 = bin_code(rv[2 * u + 1], pre_r1, los_r1, inv_r1, TOP_R)
-                ct1 = bin_code(pv[2 * u + 1], pre_p1, los_p1, inv_p1, TOP_T)
-                o = (int64(bh) * lq + g * group_size + t) * n_pairs + j
+            cr0 = bin_code(rv[2 * u], pre_r0, los_r0, inv_r0, TOP_R)
+            ct0 = bin_code(pv[2 * u], pre_p0, los_p0, inv_p0, TOP_T)
+            cr1 = bin_code(rv[2 * u + 1], pre_r1, los_r1, inv_r1, TOP_R)
+            ct1 = bin_code(pv[2 * u + 1], pre_p1, los_p1, inv_p1, TOP_T)
+            if u <= mine:
                 stg_u16(index, o, ((cr0 << TB) | ct0) | (((cr1 << TB) | ct1) << U8))
                 if SPLIT:
                     stg_u16(rho_out, o, cr0 | (cr1 << U8))
                     stg_u16(theta_out, o, ct0 | (ct1 << U8))
+            o += wp
 
     return polar_encode_rows
 

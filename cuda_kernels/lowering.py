@@ -14,6 +14,15 @@ test shapes and every key dtype, and hands the IR to LLVM's verifier.
 
 Not covered: NVVM's own checks, PTX generation and ptxas (they need the CUDA
 toolkit), and anything about speed. `scripts/gpu_run.sh` runs the real thing.
+
+    python -m cuda_kernels.lowering --sass DIR [PATTERN]
+
+goes on to machine code where a CUDA toolkit is installed (no GPU needed): NVVM
+(CUDA_HOME), `ptxas` and `cuobjdump` (or `nvdisasm`) on PATH. For each case whose
+name matches the regular expression PATTERN it writes DIR/<case>.ptx and .sass
+and prints registers, spills and the instruction count, so a kernel change can
+be counted before it is timed on a GPU. The local ptxas may be newer than the
+GPU machine's; counts are close, not identical.
 """
 from __future__ import annotations
 
@@ -94,8 +103,55 @@ def check_all(verbose: bool = False) -> list[str]:
     return failures
 
 
+def write_sass(folder: str, pattern: str = "") -> int:
+    """PTX, ptxas report and SASS of every case matching pattern (see the module docstring)."""
+    import collections
+    import os
+    import re
+    import shutil
+    import subprocess
+
+    from numba import cuda, typeof
+
+    ptxas = shutil.which("ptxas")
+    dump = shutil.which("cuobjdump") or shutil.which("nvdisasm")
+    if not (ptxas and dump):
+        raise RuntimeError(f"--sass needs ptxas and cuobjdump (or nvdisasm) on PATH; found {ptxas}, {dump}")
+    os.makedirs(folder, exist_ok=True)
+    done = 0
+    for name, kern, args in _cases():
+        if not re.search(pattern, name):
+            continue
+        stem = os.path.join(folder, re.sub(r"[^A-Za-z0-9=.-]+", "_", name).strip("_"))
+        bounds = getattr(kern, "targetoptions", {}).get("launch_bounds")
+        ptx, _ = cuda.compile_ptx(kern.py_func, tuple(typeof(a) for a in args), cc=(9, 0),
+                                  launch_bounds=bounds)
+        with open(stem + ".ptx", "w") as f:
+            f.write(ptx)
+        report = subprocess.run([ptxas, "-arch=sm_90", "-v", "-o", stem + ".cubin", stem + ".ptx"],
+                                capture_output=True, text=True, check=True).stderr
+        flag = "-sass" if dump.endswith("cuobjdump") else "-c"
+        sass = subprocess.run([dump, flag, stem + ".cubin"], capture_output=True, text=True, check=True).stdout
+        with open(stem + ".sass", "w") as f:
+            f.write(sass)
+        ops = collections.Counter(m.split(".")[0] for m in re.findall(
+            r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass))
+        regs = re.findall(r"Used (\d+) registers", report)
+        spills = re.findall(r"(\d+) bytes spill stores", report)
+        print(f"{name}: {regs[-1] if regs else '?'} registers, spill stores {spills[-1] if spills else '?'} B, "
+              f"{sum(ops.values())} instructions", flush=True)
+        print("  " + ", ".join(f"{k} {v}" for k, v in ops.most_common(24)), flush=True)
+        done += 1
+    return done
+
+
 def main() -> int:
-    failures = check_all(verbose="-v" in sys.argv[1:])
+    argv = sys.argv[1:]
+    if argv[:1] == ["--sass"] and len(argv) >= 2:
+        n = write_sass(argv[1], argv[2] if len(argv) > 2 else "")
+        print(f"{n} kernels compiled to SASS in {argv[1]}")
+        return 0 if n else 1
+    failures = check_all(verbose="-v" in argv)
     for f in failures:
         print("FAIL", f)
     return 1 if failures else 0
