@@ -638,7 +638,7 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     W, TC = warps, tokens_per_warp
     polar = polar32_fast_root if fast_root else polar32
     NT = W * 32
-    NRED = 4 * ROW_PAIRS                      # (lo_r, -hi_r, lo_p, -hi_p) x pair
+    NFIN = 6 * ROW_PAIRS                      # (pre, lo * pre, inv) of radius and angle x pair
     NREDW = 4 * W * ROW_PAIRS                 # array sizes must be constants, not expressions
     TC2 = 2 * TC
     SPLIT = bool(split)
@@ -721,52 +721,49 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
             hi_p1 = max(hi_p1, p1)
         # stage 1: every thread's extremes, as minima ([quantity][warp][pair])
         red = cuda.shared.array(NREDW, float32, alignment=SHARED_ALIGN)
-        fin = cuda.shared.array(NRED, float32, alignment=SHARED_ALIGN)
+        fin = cuda.shared.array(NFIN, float32, alignment=SHARED_ALIGN)
         base = w * ROW_PAIRS + jl
         sts_f32x2(red, base, lo_r0, lo_r1)
         sts_f32x2(red, W * ROW_PAIRS + base, -hi_r0, -hi_r1)
         sts_f32x2(red, 2 * W * ROW_PAIRS + base, lo_p0, lo_p1)
         sts_f32x2(red, 3 * W * ROW_PAIRS + base, -hi_p0, -hi_p1)
         cuda.syncthreads()
-        # stage 2: one thread per (quantity, pair) over the warps
-        for k in range(tid, NRED, NT):
-            q = k // ROW_PAIRS
+        # stage 2: one thread per (radius or angle, pair) takes the range over the warps, writes
+        # the group's parameters and puts the binning constants (bin_scale) in shared memory,
+        # once for the block instead of once a warp (each has a division)
+        for k in range(tid, 2 * ROW_PAIRS, NT):
+            q = k // ROW_PAIRS                   # 0 radius, 1 angle (warp-uniform)
             jk = k % ROW_PAIRS
-            m = FINF
+            lo = FINF
+            nhi = FINF
             for v in range(W):
-                m = min(m, lds_f32(red, (q * W + v) * ROW_PAIRS + jk))
-            stg(fin, k, m)
+                lo = min(lo, lds_f32(red, (2 * q * W + v) * ROW_PAIRS + jk))
+                nhi = min(nhi, lds_f32(red, ((2 * q + 1) * W + v) * ROW_PAIRS + jk))
+            step = (-nhi - lo) * (SCALE_R if q == 0 else SCALE_T)
+            pre, lo_pre, inv = bin_scale(lo, step)
+            stg(fin, (3 * q) * ROW_PAIRS + jk, pre)          # [quantity][pair]
+            stg(fin, (3 * q + 1) * ROW_PAIRS + jk, lo_pre)
+            stg(fin, (3 * q + 2) * ROW_PAIRS + jk, inv)
+            jg = cuda.blockIdx.y * ROW_PAIRS + jk
+            if jg < n_pairs:
+                o = (int64(bh) * n_groups + g) * n_pairs + jg
+                if q == 0:
+                    stg(r_min, o, lo)
+                    stg(r_step, o, step)
+                    if not (-nhi <= F32_MAX and step <= F32_MAX):
+                        flags[0] = 1
+                else:
+                    stg(phi_min, o, lo)
+                    stg(phi_step, o, step)
         cuda.syncthreads()
         if not active:
             return
-        lo_r0, lo_r1 = lds_f32x2(fin, jl)
-        hi_r0, hi_r1 = lds_f32x2(fin, ROW_PAIRS + jl)
-        lo_p0, lo_p1 = lds_f32x2(fin, 2 * ROW_PAIRS + jl)
-        hi_p0, hi_p1 = lds_f32x2(fin, 3 * ROW_PAIRS + jl)
-        hi_r0 = -hi_r0
-        hi_r1 = -hi_r1
-        hi_p0 = -hi_p0
-        hi_p1 = -hi_p1
-        step_r0 = (hi_r0 - lo_r0) * SCALE_R
-        step_r1 = (hi_r1 - lo_r1) * SCALE_R
-        step_p0 = (hi_p0 - lo_p0) * SCALE_T
-        step_p1 = (hi_p1 - lo_p1) * SCALE_T
-        if w == 0:
-            o = (int64(bh) * n_groups + g) * n_pairs + j
-            stg(r_min, o, lo_r0)
-            stg(r_min, o + 1, lo_r1)
-            stg(r_step, o, step_r0)
-            stg(r_step, o + 1, step_r1)
-            stg(phi_min, o, lo_p0)
-            stg(phi_min, o + 1, lo_p1)
-            stg(phi_step, o, step_p0)
-            stg(phi_step, o + 1, step_p1)
-            if not (max(hi_r0, hi_r1) <= F32_MAX and max(step_r0, step_r1) <= F32_MAX):
-                flags[0] = 1
-        pre_r0, los_r0, inv_r0 = bin_scale(lo_r0, step_r0)
-        pre_r1, los_r1, inv_r1 = bin_scale(lo_r1, step_r1)
-        pre_p0, los_p0, inv_p0 = bin_scale(lo_p0, step_p0)
-        pre_p1, los_p1, inv_p1 = bin_scale(lo_p1, step_p1)
+        pre_r0, pre_r1 = lds_f32x2(fin, jl)
+        los_r0, los_r1 = lds_f32x2(fin, ROW_PAIRS + jl)
+        inv_r0, inv_r1 = lds_f32x2(fin, 2 * ROW_PAIRS + jl)
+        pre_p0, pre_p1 = lds_f32x2(fin, 3 * ROW_PAIRS + jl)
+        los_p0, los_p1 = lds_f32x2(fin, 4 * ROW_PAIRS + jl)
+        inv_p0, inv_p1 = lds_f32x2(fin, 5 * ROW_PAIRS + jl)
         lq = n_groups * group_size
         o = (int64(bh) * lq + g * group_size + w) * n_pairs + j      # token w; then W tokens apart
         wp = W * n_pairs
