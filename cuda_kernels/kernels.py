@@ -176,6 +176,10 @@ if SIM:
         """True where float32 x has its sign bit set (x < 0, and -0.0)."""
         return bool(np.signbit(np.float32(x)))
 
+    def floor_u32(x):
+        """floor of float32 x >= 0 as uint32, 0 for x < 0 and NaN (a saturating conversion)."""
+        return np.uint32(x) if x > 0 else np.uint32(0)
+
     def narrow_keys(arr):
         """True for float16 keys (a compile-time constant on the GPU)."""
         return arr.dtype.itemsize <= 2
@@ -374,6 +378,16 @@ else:
         return types.boolean(x), codegen
 
     @intrinsic
+    def floor_u32(typingctx, x):
+        """floor of float32 x >= 0 as uint32, 0 for x < 0 and NaN: PTX's cvt.rzi.u32.f32, whose
+        float-to-integer conversion saturates (LLVM's fptoui leaves those inputs undefined)."""
+        def codegen(context, builder, sig, args):
+            asm = ir.InlineAsm(ir.FunctionType(_I32, [ir.FloatType()]), "cvt.rzi.u32.f32 $0, $1;", "=r,f")
+            return builder.call(asm, [context.cast(builder, args[0], sig.args[0], types.float32)])
+
+        return types.uint32(x), codegen
+
+    @intrinsic
     def narrow_keys(typingctx, arr):
         """True for a float16 array: a constant, so LLVM drops the branch not taken."""
         def codegen(context, builder, sig, args):
@@ -508,11 +522,9 @@ def bin_scale(lo, step):
 def bin_code(v, pre, lo_pre, inv, top):
     """The code of value v: floor of its position in bins (from bin_scale), clipped to [0, top]."""
     c = fma(v, pre, -lo_pre) * inv               # 0 for a zero range
-    if not (c > F0):
-        c = F0
     if c > top:
         c = top
-    return uint32(c)                             # truncation = floor for c >= 0
+    return floor_u32(c)                          # below 0 and NaN: 0
 
 
 @lru_cache(maxsize=None)
@@ -621,7 +633,7 @@ ROW_PAIRS = 64          # pairs of one row tile of encode_rows_kernel: 32 lanes 
 
 @lru_cache(maxsize=None)
 def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: int, half_pairing: bool,
-                       split: bool = True, fast_root: bool = False):
+                       split: bool = True, fast_root: bool = False, exact: bool = False):
     """Kernel factory, encode v2: a warp reads whole rows; block = one group x 64-pair tile.
 
     grid (n_groups * BH, ceil(P / 64)), warps * 32 threads. Lane l holds
@@ -634,6 +646,10 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     the two pairs leave as one 2-byte store. Needs P even and the keys
     aligned to two elements (the launcher checks; else encode_kernel).
     fast_root: the radius's square root by root_1p instead of the IEEE sqrt.
+    exact: the launcher guarantees group_size == warps * tokens_per_warp, so no
+    token is past the group's end: no clamp of token offsets, no store checks
+    (8 of about 85 instructions a token-pair); otherwise any group_size up to
+    warps * tokens_per_warp.
     """
     W, TC = warps, tokens_per_warp
     polar = polar32_fast_root if fast_root else polar32
@@ -643,6 +659,7 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     TC2 = 2 * TC
     SPLIT = bool(split)
     HALF = bool(half_pairing)
+    EXACT = bool(exact)
     SCALE_R = _f32(2.0 ** -r_bits)
     SCALE_T = _f32(2.0 ** -t_bits)
     TOP_R = _f32((1 << r_bits) - 1)
@@ -676,8 +693,8 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         else:
             ax, ay = 2 * jr, 2 * jr + 2            # (x_j, y_j), (x_j+1, y_j+1)
         # every load first, with no branch between them: a warp then has 2 * TC loads in
-        # flight, not 2 (a load behind a branch waits for the code before it). Tokens past the
-        # group's end repeat its last token: in bounds, and the extremes do not change.
+        # flight, not 2 (a load behind a branch waits for the code before it). Unless EXACT,
+        # tokens past the group's end repeat its last token: in bounds, extremes unchanged.
         xa = cuda.local.array(TC, float32)
         xb = cuda.local.array(TC, float32)
         ya = cuda.local.array(TC, float32)
@@ -687,7 +704,7 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         stride = uint32(W) * uint32(d)          # 32-bit: a group's keys are far below 2**32
         row += w * d
         for u in range(TC):
-            o = row + int64(min(uint32(u), mine) * stride)
+            o = row + int64((uint32(u) if EXACT else min(uint32(u), mine)) * stride)
             xa[u], xb[u] = ldg_x2(keys, o + ax)
             ya[u], yb[u] = ldg_x2(keys, o + ay)
         rv = cuda.local.array(TC2, float32)
@@ -772,7 +789,7 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
             ct0 = bin_code(pv[2 * u], pre_p0, los_p0, inv_p0, TOP_T)
             cr1 = bin_code(rv[2 * u + 1], pre_r1, los_r1, inv_r1, TOP_R)
             ct1 = bin_code(pv[2 * u + 1], pre_p1, los_p1, inv_p1, TOP_T)
-            if u <= mine:
+            if EXACT or u <= mine:
                 stg_u16(index, o, ((cr0 << TB) | ct0) | (((cr1 << TB) | ct1) << U8))
                 if SPLIT:
                     stg_u16(rho_out, o, cr0 | (cr1 << U8))

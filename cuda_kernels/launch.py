@@ -241,7 +241,8 @@ def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
 
     rows=True (v2, `encode_rows_kernel`): `warps` warps, each `tokens_per_warp`
     tokens of the group, square roots by `kernels.root_1p`; needs P even and
-    keys aligned to two elements.
+    keys aligned to two elements. The warps divide the group where a power of
+    two >= 4 does (then `exact`: no token past the group's end to guard).
     rows=False (v1, `encode_kernel`): PT pairs x CH token slots, TC tokens a thread.
     In the simulator every thread is a Python thread: there the warps (v2) or
     slots (v1) are cut by 4 (same kernel, more tokens a thread) to keep small
@@ -249,7 +250,11 @@ def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
     """
     if rows:
         w = max(1, min(ENCODE_WARPS // 4 if SIM else ENCODE_WARPS, group_size))
-        return dict(kind="rows", warps=w, tokens_per_warp=-(-group_size // w), fast_root=True)
+        two = group_size & -group_size                  # largest power of two dividing G
+        if group_size % w and two >= 4:
+            w = min(w, two)
+        tc = -(-group_size // w)
+        return dict(kind="rows", warps=w, tokens_per_warp=tc, fast_root=True, exact=w * tc == group_size)
     pt = min(32, n_pairs)
     ch = max(1, min(256 // pt, group_size))
     if SIM:
@@ -269,7 +274,8 @@ def encode_kernel_for(config: dict, r_bits: int, t_bits: int, pairing: str, spli
     """The compiled-on-first-launch encode kernel of a launch configuration from `encode_config`."""
     if config["kind"] == "rows":
         return K.encode_rows_kernel(r_bits, t_bits, config["warps"], config["tokens_per_warp"],
-                                    pairing == "half", split, config.get("fast_root", False))
+                                    pairing == "half", split, config.get("fast_root", False),
+                                    config.get("exact", False))
     return K.encode_kernel(r_bits, t_bits, config["pairs_per_block"], config["slots"],
                            config["tokens_per_thread"], split)
 
@@ -297,6 +303,9 @@ def launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta,
             raise ValueError(f"encode v2 needs P even, keys aligned to 2 elements and outputs to 2 bytes; "
                              f"got d = {d}, key address {_pointer(keys3)}, output addresses "
                              f"{[_pointer(o) for o in (index, rho, theta) if o is not None]}")
+        covered = cfg["warps"] * cfg["tokens_per_warp"]
+        if covered < group_size or (cfg.get("exact") and covered != group_size):
+            raise ValueError(f"encode v2 config {cfg} covers {covered} tokens a group; group_size is {group_size}")
         grid = _grid(n_groups * bhs, -(-n_pairs // K.ROW_PAIRS))
         kern[grid, 32 * cfg["warps"]](flat, length, d, group_size, index, rho, theta,
                                       r_min, r_step, phi_min, phi_step, flags)

@@ -50,7 +50,15 @@ ENCODE_CONFIGS = {   # every encode kernel and option, forced through launch_enc
     "v2 rows, fast root": dict(kind="rows", warps=4, tokens_per_warp=8, fast_root=True),
     "v2 rows, tokens beyond the group": dict(kind="rows", warps=3, tokens_per_warp=11),
     "v2 rows, 16 warps as on the GPU": dict(kind="rows", warps=16, tokens_per_warp=2, fast_root=True),
+    "v2 rows, warps dividing the group (exact)": lambda g: dict(kind="rows", warps=4, tokens_per_warp=g // 4,
+                                                                fast_root=True, exact=True),
 }
+
+
+def encode_config(name, g):
+    """ENCODE_CONFIGS[name] for group size g (the exact configuration depends on it)."""
+    cfg = ENCODE_CONFIGS[name]
+    return cfg(g) if callable(cfg) else cfg
 
 
 def assert_matches_golden(keys_h, g, pairing, rho, theta, packed, params):
@@ -109,7 +117,7 @@ def test_each_encode_kernel_matches_golden(config, pairing, shape):
     partial pair tiles, residual tokens and every key dtype included."""
     bh, length, p, g, dtype = ENCODE_SHAPES[shape]
     keys_h = (make_keys(5, (bh, length, 2 * p), "outlier_channels", 0, g) * 3.0).astype(dtype)
-    _launch_and_check(keys_h, g, pairing, ENCODE_CONFIGS[config])
+    _launch_and_check(keys_h, g, pairing, encode_config(config, g))
 
 
 def test_encode_falls_back_to_v1_where_v2_cannot_run(monkeypatch):
@@ -150,9 +158,24 @@ def _edge_keys(kind):
 
 
 @pytest.mark.parametrize("kind", ["float32 subnormals", "angles next to 2*pi"])
-@pytest.mark.parametrize("config", ["v1 tile", "v2 rows, fast root"])
+@pytest.mark.parametrize("config", ["v1 tile", "v2 rows, fast root", "v2 rows, warps dividing the group (exact)"])
 def test_encode_edge_values_match_golden(config, kind):
     """Both encode kernels on keys where float32 differs most from the golden model's float64:
     subnormal keys (codes and steps must not overflow) and negative angles that round to 2*pi
     (the golden model wraps to 0 only what float64 rounds to 2*pi)."""
-    _launch_and_check(_edge_keys(kind), 32, "half", ENCODE_CONFIGS[config])
+    _launch_and_check(_edge_keys(kind), 32, "half", encode_config(config, 32))
+
+
+@pytest.mark.parametrize("config", [dict(kind="rows", warps=4, tokens_per_warp=7),
+                                    dict(kind="rows", warps=4, tokens_per_warp=9, exact=True)], ids=str)
+def test_encode_refuses_a_config_that_does_not_fit_the_group(config):
+    """A v2 configuration whose warps cover fewer tokens than a group would leave some without
+    codes, and an exact one that covers more would read past the group: both are errors."""
+    from numba import cuda
+
+    from cuda_kernels import launch as CL
+
+    keys = cuda.to_device(np.ones((1, 32, 8), np.float32))
+    out = [cuda.device_array(n, t) for n, t in ((128, np.uint8),) * 3 + ((4, np.float32),) * 4 + ((1, np.int32),)]
+    with pytest.raises(ValueError, match="covers (28|36) tokens a group; group_size is 32"):
+        CL.launch_encode(keys, 4, 4, 32, "half", *out, config=config)
