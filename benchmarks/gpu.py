@@ -178,6 +178,8 @@ def scores_variants():
         ("f32 default", "float32", {}),
         ("f16 default", "float16", {}),
         ("mma default", "mma", {}),
+        ("mma lean", "mma", dict(lean=True)),
+        ("mma lean r64", "mma", dict(lean=True, max_registers=64)),
         ("mma gpb1", "mma", dict(groups_per_block=1)),
         ("mma gpb8", "mma", dict(groups_per_block=8)),
         ("mma r96", "mma", dict(max_registers=96)),
@@ -262,9 +264,10 @@ def bench_scores(case, rng, copy_gbs, variants, torch_ok):
 ENCODE_VARIANTS = [  # (label, launch configuration; None = the launcher's default)
     ("default", None),
     ("v1 tile", dict(kind="tile", pairs_per_block=32, slots=8, tokens_per_thread=16)),
-    ("v2 8 warps", dict(kind="rows", warps=8, tokens_per_warp=16, fast_root=True)),
-    ("v2 32 warps", dict(kind="rows", warps=32, tokens_per_warp=4, fast_root=True)),
-    ("v2 IEEE sqrt", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=False)),
+    ("v2 8 warps", dict(kind="rows", warps=8, tokens_per_warp=16, fast_root=True, exact=True)),
+    ("v2 32 warps", dict(kind="rows", warps=32, tokens_per_warp=4, fast_root=True, exact=True)),
+    ("v2 IEEE sqrt", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=False, exact=True)),
+    ("v2 not exact", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=True, exact=False)),
 ]
 
 
@@ -396,6 +399,8 @@ def main(argv=None):
     ap.add_argument("--profile", choices=("scores32", "scores16", "scoresmma", "encode16"),
                     help="run one kernel twice on B=8, L=131072 and exit (for ncu --launch-skip 1)")
     ap.add_argument("--only", choices=("scores", "encode"), help="run only the scoring or only the encode part")
+    ap.add_argument("--also", metavar="LABELS", default="",
+                    help="comma-separated scoring variants to run besides the defaults (with --quick/--defaults)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes, no torch: checks that this script runs (simulator allowed)")
     args = ap.parse_args(argv)
@@ -428,7 +433,13 @@ def main(argv=None):
     print(f"HBM copy bandwidth: {copy_gbs:.0f} GB/s ({how}, 2 GiB, read + write, {copy_ms:.3f} ms)", flush=True)
 
     cases = [dict(batch=8, length=131072)] if args.quick else CASES
-    variants = scores_variants()[:3] if (args.quick or args.defaults) else scores_variants()
+    also = {a.strip() for a in args.also.split(",") if a.strip()}
+    unknown = also - {v[0] for v in scores_variants()}
+    if unknown:
+        sys.exit(f"--also: unknown variants {sorted(unknown)}; known: {[v[0] for v in scores_variants()]}")
+    variants = scores_variants()
+    if args.quick or args.defaults:
+        variants = variants[:3] + [v for v in variants[3:] if v[0] in also]
     if args.smoke:
         global SAMPLES, REPEATS
         SAMPLES, REPEATS = 1, 1

@@ -50,6 +50,9 @@ def _cases():
                     yield (f"encode v2 {np.dtype(dt).name} {pairing} split={split} P={n_pairs} G={g} "
                            f"fast_root={fast_root}", L.encode_kernel_for(cfg, 4, 4, pairing, split),
                            (keys, 1, 1, 1, u8, u8, u8, *params, i32))
+        cfg = dict(L.encode_config(64, 128, rows=True), exact=False)     # groups the warps do not divide
+        yield (f"encode v2 {np.dtype(dt).name} not exact", L.encode_kernel_for(cfg, 4, 4, "half", False),
+               (keys, 1, 1, 1, u8, u8, u8, *params, i32))
         for split in (True, False):          # v1 reads both pairings through strides: one kernel each
             kern = L.encode_kernel_for(L.encode_config(3, 16, rows=False), 3, 5, "half", split)
             yield (f"encode v1 {np.dtype(dt).name} split={split} P=3", kern,
@@ -61,9 +64,10 @@ def _cases():
             yield (f"scores {table} {cfg}", K.scores_kernel(**cfg),
                    (u8, *params, f32, 1, 1, 1, 1, 1, f32, 1, np.uint32(0)))
     for n_pairs, t_bits, n_groups, bhs, ptr in ((64, 4, 1024, 64, 0), (16, 2, 2, 1, 4), (32, 5, 4, 2, 0)):
-        cfg = L.mma_config(n_pairs, 4, t_bits, 16 if n_pairs < 64 else 128, n_groups, bhs, ptr)
-        yield (f"scores mma {cfg}", MMA.mma_scores_kernel(**cfg),
-               (u8, *params, f32, 1, 1, 1, 1, f32, 1, i32, np.uint32(0)))
+        for variant in ({}, dict(lean=True)):          # the launcher's default (v2.2) and v2.3
+            cfg = L.mma_config(n_pairs, 4, t_bits, 16 if n_pairs < 64 else 128, n_groups, bhs, ptr, **variant)
+            yield (f"scores mma {cfg}", MMA.mma_scores_kernel(**cfg),
+                   (u8, *params, f32, 1, 1, 1, 1, f32, 1, i32, np.uint32(0)))
 
     for dt in key_dtypes:
         res3 = np.zeros((1, 1, 2), dt)

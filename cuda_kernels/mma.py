@@ -17,6 +17,11 @@ token-pair costs the same for any number of query heads (up to 8):
      queries of up to 8 heads (the B fragment, kept in registers) and adds in
      float32.
 
+Variants (mma_scores_kernel): v2.2, the default, and lean=True (v2.3), the
+same arithmetic in fewer registers (B fragments in shared memory, the next
+group's index loaded into the registers of finished words) for more warps a
+SM; see the factory's docstring.
+
 Fragment layout (PTX ISA, mma.m16n8k16 with .f16 A/B, .f32 C/D): lane =
 4 * gid + tig holds A rows gid and gid + 8, columns 2 tig, 2 tig + 1 (a0, a1)
 and 2 tig + 8, 2 tig + 9 (a2, a3); B columns (heads) gid, rows 2 tig, 2 tig + 1
@@ -56,6 +61,7 @@ def radius_magic(t_bits: int) -> np.uint32:
     return np.uint32(bits * 0x00010001)
 MMA_K_PAIRS = 8                                      # one m16n8k16 k-step = 16 dims = 8 pairs
 MMA_HEADS = 8                                        # n = 8 columns: up to 8 query heads per launch row
+LEAN_RPAD = 4                                        # lean: words between radius constants of chunks
 
 
 # --------------------------------------------------------------------------
@@ -162,6 +168,10 @@ if SIM:
     def lds_u32x2(arr, i):
         return np.uint32(arr[i]), np.uint32(arr[i + 1])
 
+    def ld_u32x2(arr, i):
+        """Two little-endian uint32 words from bytes arr[i:i+8] (i 8-byte aligned)."""
+        return ld_u32(arr, i), ld_u32(arr, i + 4)
+
     def sts_u32x2(arr, i, a, b):
         arr[i] = a
         arr[i + 1] = b
@@ -235,6 +245,7 @@ else:
         return sig, codegen
 
     lds_u32x2 = _vector_load(_I32, types.uint32, 2, 3, 8)
+    ld_u32x2 = _vector_load(_I32, types.uint32, 2, 1, 8)
 
     @intrinsic
     def smem_addr(typingctx, arr):
@@ -270,9 +281,11 @@ def table_layout(n_pairs: int, t_bits: int) -> tuple[int, int]:
     return align, -(-(n_pairs // 4 * row) // align) * align + align
 
 
-def shared_bytes(n_pairs: int, t_bits: int) -> int:
-    """Static shared memory of mma_scores_kernel: two tables, two sets of radius constants."""
-    return 2 * 4 * table_layout(n_pairs, t_bits)[1] + 2 * 2 * n_pairs * 4 + 24
+def shared_bytes(n_pairs: int, t_bits: int, lean: bool = False) -> int:
+    """Static shared memory of mma_scores_kernel: two tables, two sets of radius constants (lean:
+    padded, and the B fragments of every lane and k-step)."""
+    extra = 2 * 4 * LEAN_RPAD * 4 + 2 * 32 * (n_pairs // MMA_K_PAIRS) * 4 if lean else 0
+    return 2 * 4 * table_layout(n_pairs, t_bits)[1] + 2 * 2 * n_pairs * 4 + 24 + extra
 
 
 def mma_eligible(n_pairs: int, t_bits: int, group_size: int) -> bool:
@@ -359,7 +372,7 @@ def _query_loader(n_pairs: int):
 @lru_cache(maxsize=None)
 def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                       groups_per_block: int, wide_loads: bool = True, warps: int = 0,
-                      max_registers: int = 0):
+                      max_registers: int = 0, lean: bool = False):
     """Kernel factory: tensor-core scores of the quantized tokens.
 
     grid (ceil(n_groups / groups_per_block), BH, ceil(M / 8)); block 32 * W
@@ -380,6 +393,29 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     byte offset theta * 4 has bits 2 .. t_bits + 1 only and each chunk base is
     aligned past them (ALIGN), so the lookup address is one LOP3:
     (bits & mask) | base.
+
+    lean=True (v2.3) does the same arithmetic in fewer registers, so that more
+    blocks fit a SM (W-GPU, ptxas 13.0: v2.2 127 registers, 4 blocks of 4
+    warps; v2.3 72 registers and no spill, 7 blocks):
+      - the B fragments live in shared memory (k-step s, lane l at words
+        2 (32 s + l): one LDS.64 a k-step, 256 contiguous bytes a warp, 2
+        wavefronts) instead of 2 KS registers a thread; warp 0 writes them;
+      - a warp runs the k-steps of its tiles side by side (k-step outer): one
+        LDS.64 of B and one LDS.128 of radius constants serve all its tiles and
+        die at once, and as soon as a k-step pair has used the last of a load's
+        index words, the next group's words are loaded into those registers
+        (8-byte loads with wide_loads, else 4-byte) instead of into a second
+        set; each load has about half a group's work to arrive (the k-steps
+        left, or the next table build and the k-steps before its words);
+      - index arithmetic starts from an unsigned thread index, and where every
+        thread builds table entries (QUADS % NT == 0) their parameter loads are
+        not predicated: both leave fewer values live across the group loop;
+      - the radius constants of chunk tig start RPAD words later, so the four
+        16-byte blocks of one LDS.128 fall in disjoint banks (1 wavefront; 2 CP
+        words apart, as in v2.2, they can share banks: all four if P % 64 == 0).
+    The k-step loop is split at the index loads (v outer, s2 inner) because
+    LLVM does not fully unroll one loop of KS k-steps with the loads inside,
+    and then the local arrays would live in local memory.
     """
     P, G, GPB = n_pairs, group_size, groups_per_block
     assert mma_eligible(P, t_bits, G)
@@ -387,6 +423,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     CP = P // 4                           # index bytes per lane and token (pairs tig * CP ...)
     NWD = CP // 4                         # index words per lane and token
     WIDE = bool(wide_loads) and NWD % 4 == 0
+    FW = 2 if (lean and WIDE) else 1      # lean: index words per load
     NTILE = G // 16
     NWARP = mma_warps(G, warps)
     TPW = NTILE // NWARP                  # tiles per warp
@@ -395,47 +432,70 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     ALIGN, STRIDE = table_layout(P, t_bits)
     TAB_ALIGN = None if SIM else ALIGN
     TABN = STRIDE                         # table words: 4 chunks of STRIDE bytes
-    NRC = 2 * P
+    RPAD = LEAN_RPAD if lean else 0       # words between the radius constants of chunks tig - 1 and tig
+    NRC = 2 * P + 4 * RPAD
     TABN2, NRC2 = 2 * TABN, 2 * NRC        # double buffers (shared shapes must be plain constants)
+    NBQ = 2 * 32 * KS                     # lean: B fragment words (b0, b1 of each k-step and lane)
     NXCH = NT if SIM else 1
     RSCALE = np.float32(2.0 ** r_bits)
     QUADS = P * NTAB // 4                 # table stores of 4 entries
     NIT_T = -(-QUADS // NT)
     NIT_P = -(-P // NT)
     QPR = NTAB // 4                       # stores per row
+    ALL_T = lean and QUADS % NT == 0      # lean: every thread builds NIT_T quads (no predicated loads)
+    if lean:
+        # one LDS.128 of radius constants: words tig * (2 CP + RPAD) + 4 s .. + 3 for tig = 0 .. 3
+        assert len({(tig * (2 * CP + RPAD) + k) % 32 for tig in range(4) for k in range(4)}) == 16
+        assert shared_bytes(P, t_bits, lean) <= 48 * 1024, f"lean: {shared_bytes(P, t_bits, lean)=} B over 48 KiB"
 
     decode_pair = _pair_decoder(r_bits, t_bits)
     load_queries = _query_loader(P)
 
     @cuda.jit(device=True, inline=True)
-    def fetch(index, r_min, r_step, phi_min, phi_step, bh, g, n_groups, warp, gid, tig, tid, wa, wb, pq, rq):
-        """Start the loads of group g: this lane's index words (wa, wb: tokens gid, gid + 8 of each
-        of its tiles), the angle parameters of the table entries it builds (pq) and the radius
-        parameters of the pair it prepares (rq). Nothing waits for them here."""
-        row0 = (int64(bh) * n_groups + g) * G
+    def fetch_tile(index, row0, warp, gid, tig, u, wa, wb):
+        """Start the loads of this lane's index words of its tile u of the group whose first token
+        is row row0 of the index (wa, wb: tokens gid, gid + 8). Nothing waits for them here."""
+        oa = (row0 + (warp * TPW + u) * 16 + gid) * P + tig * CP
+        ob = oa + 8 * P
+        if WIDE:
+            for w4 in range(NWD // 4):
+                x0, x1, x2, x3 = ld_u32x4(index, oa + 16 * w4)
+                wa[u, 4 * w4] = x0
+                wa[u, 4 * w4 + 1] = x1
+                wa[u, 4 * w4 + 2] = x2
+                wa[u, 4 * w4 + 3] = x3
+                y0, y1, y2, y3 = ld_u32x4(index, ob + 16 * w4)
+                wb[u, 4 * w4] = y0
+                wb[u, 4 * w4 + 1] = y1
+                wb[u, 4 * w4 + 2] = y2
+                wb[u, 4 * w4 + 3] = y3
+        else:
+            for w in range(NWD):
+                wa[u, w] = ld_u32(index, oa + 4 * w)
+                wb[u, w] = ld_u32(index, ob + 4 * w)
+
+    @cuda.jit(device=True, inline=True)
+    def fetch_words(index, row0, warp, gid, tig, w, wa, wb):
+        """lean: start the loads of index words w .. w + FW - 1 of every tile of this lane (group
+        starting at index row row0)."""
         for u in range(TPW):
-            oa = (row0 + (warp * TPW + u) * 16 + gid) * P + tig * CP
+            oa = (row0 + (warp * TPW + u) * 16 + gid) * P + tig * CP + 4 * w
             ob = oa + 8 * P
-            if WIDE:
-                for w4 in range(NWD // 4):
-                    x0, x1, x2, x3 = ld_u32x4(index, oa + 16 * w4)
-                    wa[u, 4 * w4] = x0
-                    wa[u, 4 * w4 + 1] = x1
-                    wa[u, 4 * w4 + 2] = x2
-                    wa[u, 4 * w4 + 3] = x3
-                    y0, y1, y2, y3 = ld_u32x4(index, ob + 16 * w4)
-                    wb[u, 4 * w4] = y0
-                    wb[u, 4 * w4 + 1] = y1
-                    wb[u, 4 * w4 + 2] = y2
-                    wb[u, 4 * w4 + 3] = y3
+            if FW == 2:
+                wa[u, w], wa[u, w + 1] = ld_u32x2(index, oa)
+                wb[u, w], wb[u, w + 1] = ld_u32x2(index, ob)
             else:
-                for w in range(NWD):
-                    wa[u, w] = ld_u32(index, oa + 4 * w)
-                    wb[u, w] = ld_u32(index, ob + 4 * w)
+                wa[u, w] = ld_u32(index, oa)
+                wb[u, w] = ld_u32(index, ob)
+
+    @cuda.jit(device=True, inline=True)
+    def fetch_params(r_min, r_step, phi_min, phi_step, bh, g, n_groups, tid, pq, rq):
+        """Start the loads of group g's angle parameters of the table entries this thread builds
+        (pq) and radius parameters of the pair it prepares (rq)."""
         pbase = (int64(bh) * n_groups + g) * P
         for it in range(NIT_T):
             e = it * NT + tid
-            if e < QUADS:
+            if ALL_T or e < QUADS:
                 pq[it, 0] = ldg_f32(phi_min, pbase + e // QPR)
                 pq[it, 1] = ldg_f32(phi_step, pbase + e // QPR)
         for it in range(NIT_P):
@@ -443,6 +503,55 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             if j < P:
                 rq[it, 0] = ldg_f32(r_min, pbase + j)
                 rq[it, 1] = ldg_f32(r_step, pbase + j)
+
+    @cuda.jit(device=True, inline=True)
+    def fetch(index, r_min, r_step, phi_min, phi_step, bh, g, n_groups, warp, gid, tig, tid, wa, wb, pq, rq):
+        """Start all loads of group g: the index words of every tile of this lane, then the parameters."""
+        row0 = (int64(bh) * n_groups + g) * G
+        for u in range(TPW):
+            fetch_tile(index, row0, warp, gid, tig, u, wa, wb)
+        fetch_params(r_min, r_step, phi_min, phi_step, bh, g, n_groups, tid, pq, rq)
+
+    @cuda.jit(device=True, inline=True)
+    def build(tab, rcs, buf, tid, pq, rq, flags):
+        """Table buffer buf: (cos, sin) of every bin angle (4 consecutive bins a thread and store) and
+        radius constants (step, r_min + step / 2) of each pair, both halves."""
+        for it in range(NIT_T):
+            e = it * NT + tid
+            if ALL_T or e < QUADS:
+                j = e // QPR
+                t0 = (e % QPR) * 4
+                ps = pq[it, 1]
+                x0 = fma(float32(t0), ps, (pq[it, 0] + FHALF * ps) - PI32)
+                # cos(x + pi) = -cos(x): the argument stays in [-pi, pi] for the fast sin/cos
+                x1 = x0 + ps
+                x2 = fma(float32(2.0), ps, x0)
+                x3 = fma(float32(3.0), ps, x0)
+                sts_u32x4(tab, buf * TABN + (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0,
+                          h2_pack(-fast_cos(x0), -fast_sin(x0)), h2_pack(-fast_cos(x1), -fast_sin(x1)),
+                          h2_pack(-fast_cos(x2), -fast_sin(x2)), h2_pack(-fast_cos(x3), -fast_sin(x3)))
+        for it in range(NIT_P):
+            j = it * NT + tid
+            if j < P:
+                lo = rq[it, 0]
+                st = rq[it, 1]
+                if not (fma(st, RSCALE, lo) < F16_MAX):
+                    flags[0] = 1
+                c = fma(FHALF, st, lo)
+                sts_u32x2(rcs, buf * NRC + 2 * j + RPAD * (j // CP), h2_pack(st, st), h2_pack(c, c))
+
+    @cuda.jit(device=True, inline=True)
+    def store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, c0, c1, c2, c3):
+        """C of tile u: rows gid, gid + 8 (tokens), columns 2 tig, 2 tig + 1 (heads)."""
+        tok = int64(g) * G + (warp * TPW + u) * 16 + gid
+        h0 = cuda.blockIdx.z * MMA_HEADS + 2 * tig
+        o = (int64(bh) * n_heads + h0) * out_len + tok
+        if h0 < n_heads:
+            stg(out, o, c0)
+            stg(out, o + 8, c2)
+        if h0 + 1 < n_heads:
+            stg(out, o + out_len, c1)
+            stg(out, o + out_len + 8, c3)
 
     jit = cuda.jit(max_registers=max_registers) if (max_registers and not SIM) else cuda.jit
 
@@ -482,31 +591,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             if g >= n_groups:                       # block-uniform
                 return
             buf = gb & 1
-            # (cos, sin) of every bin angle, 4 consecutive bins a thread and store
-            for it in range(NIT_T):
-                e = it * NT + tid
-                if e < QUADS:
-                    j = e // QPR
-                    t0 = (e % QPR) * 4
-                    ps = pq[it, 1]
-                    x0 = fma(float32(t0), ps, (pq[it, 0] + FHALF * ps) - PI32)
-                    # cos(x + pi) = -cos(x): the argument stays in [-pi, pi] for the fast sin/cos
-                    x1 = x0 + ps
-                    x2 = fma(float32(2.0), ps, x0)
-                    x3 = fma(float32(3.0), ps, x0)
-                    sts_u32x4(tab, buf * TABN + (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0,
-                              h2_pack(-fast_cos(x0), -fast_sin(x0)), h2_pack(-fast_cos(x1), -fast_sin(x1)),
-                              h2_pack(-fast_cos(x2), -fast_sin(x2)), h2_pack(-fast_cos(x3), -fast_sin(x3)))
-            # radius constants (step, r_min + step / 2) of each pair, both halves
-            for it in range(NIT_P):
-                j = it * NT + tid
-                if j < P:
-                    lo = rq[it, 0]
-                    st = rq[it, 1]
-                    if not (fma(st, RSCALE, lo) < F16_MAX):
-                        flags[0] = 1
-                    c = fma(FHALF, st, lo)
-                    sts_u32x2(rcs, buf * NRC + 2 * j, h2_pack(st, st), h2_pack(c, c))
+            build(tab, rcs, buf, tid, pq, rq, flags)
             cuda.syncthreads()
             if gb + 1 < GPB and g + 1 < n_groups:
                 fetch(index, r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, warp, gid, tig, tid,
@@ -528,16 +613,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                     ka1, kb1 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1,
                                            rbase + 2 * j + 2, magic)
                     c0, c1, c2, c3 = mma_16816(xch, ka0, kb0, ka1, kb1, b0[s], b1[s], c0, c1, c2, c3)
-                # C: rows gid, gid + 8 (tokens), columns 2 tig, 2 tig + 1 (heads)
-                tok = int64(g) * G + (warp * TPW + u) * 16 + gid
-                h0 = cuda.blockIdx.z * MMA_HEADS + 2 * tig
-                o = (int64(bh) * n_heads + h0) * out_len + tok
-                if h0 < n_heads:
-                    stg(out, o, c0)
-                    stg(out, o + 8, c2)
-                if h0 + 1 < n_heads:
-                    stg(out, o + out_len, c1)
-                    stg(out, o + out_len + 8, c3)
+                store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, c0, c1, c2, c3)
             for u in range(TPW):
                 for w in range(NWD):
                     wa[u, w] = na[u, w]
@@ -549,5 +625,78 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 rq[it, 0] = nrq[it, 0]
                 rq[it, 1] = nrq[it, 1]
 
-    return polar_scores_mma
+    @jit
+    def polar_scores_mma_lean(index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
+                              n_groups, n_heads, out, out_len, flags, magic):
+        # arguments as polar_scores_mma's
+        tab = cuda.shared.array(TABN2, uint32, alignment=TAB_ALIGN)
+        rcs = cuda.shared.array(NRC2, uint32, alignment=SHARED_ALIGN)
+        bq = cuda.shared.array(NBQ, uint32, alignment=SHARED_ALIGN)
+        xch = cuda.shared.array((NXCH, 6), uint32)
+        bh = cuda.blockIdx.y
+        tid = uint32(cuda.threadIdx.x)              # unsigned: index arithmetic needs no sign fixes
+        lane = tid % 32
+        warp = tid // 32
+        gid = lane >> 2
+        tig = lane & 3
+        g0 = cuda.blockIdx.x * GPB
+        wa = cuda.local.array((TPW, NWD), uint32)
+        wb = cuda.local.array((TPW, NWD), uint32)
+        pq = cuda.local.array((NIT_T, 2), float32)
+        rq = cuda.local.array((NIT_P, 2), float32)
+        npq = cuda.local.array((NIT_T, 2), float32)
+        nrq = cuda.local.array((NIT_P, 2), float32)
+        acc = cuda.local.array((TPW, 4), float32)
+        if g0 < n_groups:                           # always, with the launcher's grid
+            fetch(index, r_min, r_step, phi_min, phi_step, bh, g0, n_groups, warp, gid, tig, tid, wa, wb, pq, rq)
+        if warp == 0:                               # the group loop's first barrier publishes bq
+            b0 = cuda.local.array(KS, uint32)
+            b1 = cuda.local.array(KS, uint32)
+            if load_queries(queries, bh, n_heads, gid, tig, x_stride, y_offset, b0, b1):
+                flags[0] = 1
+            for s in range(KS):
+                sts_u32x2(bq, 2 * (32 * s + lane), b0[s], b1[s])
+        for gb in range(GPB):
+            g = g0 + gb
+            if g >= n_groups:                       # block-uniform
+                return
+            buf = gb & 1
+            build(tab, rcs, buf, tid, pq, rq, flags)
+            cuda.syncthreads()
+            more = gb + 1 < GPB and g + 1 < n_groups
+            if more:
+                fetch_params(r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, tid, npq, nrq)
+            row1 = (int64(bh) * n_groups + g + 1) * G
+            base = smem_addr(tab) + uint32(buf * TABN * 4 + tig * STRIDE)
+            rbase = buf * NRC + RPAD * tig
+            for u in range(TPW):
+                for k in range(4):
+                    acc[u, k] = F0
+            for v in range(NWD // FW):              # k-steps 2 FW v .. 2 FW (v + 1) - 1 read words FW v ..
+                for s2 in range(2 * FW):
+                    s = 2 * FW * v + s2
+                    w = s >> 1
+                    j = tig * CP + 2 * s
+                    q0, q1 = lds_u32x2(bq, 2 * (32 * s + lane))
+                    for u in range(TPW):
+                        xa = wa[u, w]
+                        xb = wb[u, w]
+                        # k-step s: column pair tig <- pair j (bytes 2(s%2)), column pair tig+4 <- pair j+1
+                        ka0, kb0 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1), base, 2 * s, rbase + 2 * j, magic)
+                        ka1, kb1 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1,
+                                               rbase + 2 * j + 2, magic)
+                        acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3] = mma_16816(
+                            xch, ka0, kb0, ka1, kb1, q0, q1, acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3])
+                if more:                            # those words are done: the next group's into them
+                    fetch_words(index, row1, warp, gid, tig, FW * v, wa, wb)
+            for u in range(TPW):
+                store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, acc[u, 0], acc[u, 1], acc[u, 2],
+                             acc[u, 3])
+            for it in range(NIT_T):
+                pq[it, 0] = npq[it, 0]
+                pq[it, 1] = npq[it, 1]
+            for it in range(NIT_P):
+                rq[it, 0] = nrq[it, 0]
+                rq[it, 1] = nrq[it, 1]
 
+    return polar_scores_mma_lean if lean else polar_scores_mma

@@ -28,6 +28,15 @@ CASES = [
 ]
 
 
+# kernel variants as launch.mma_config overrides: the launcher's default (v2.2) and lean=True (v2.3)
+VARIANTS = {"v2.2": {}, "lean": dict(lean=True)}
+# every score property on the default, matches_golden_scores on the other variants: they differ in
+# indexing and scheduling only, which that comparison checks (the others compare the kernel with
+# itself or with its decode, and cost simulator time)
+VARIANT_CHECKS = [(v, p.name) for v in VARIANTS for p in SCORE_PROPERTIES
+                  if v == "v2.2" or p.name == "matches_golden_scores"]
+
+
 def _case_id(c):
     return f"P{c[3]}-G{c[4]}-M{c[1]}-r{c[5]}t{c[6]}-{c[7]}"
 
@@ -39,6 +48,19 @@ def _example(case, seed=11):
     return Case(keys, queries, Config(r_bits, t_bits, g, pairing), f"fixed {distribution}")
 
 
+@pytest.fixture
+def mma_variant(request, monkeypatch):
+    """The kernel variant a test runs (indirect parameter, default v2.2): the launcher's
+    configurations get its overrides for the test's duration."""
+    from cuda_kernels import launch as CL
+
+    overrides = VARIANTS[getattr(request, "param", "v2.2")]
+    if overrides:
+        config = CL.mma_config
+        monkeypatch.setattr(CL, "mma_config", lambda *args, **kw: config(*args, **{**overrides, **kw}))
+    return overrides
+
+
 @pytest.fixture(scope="module")
 def mma_backend():
     backend = load_backend("cuda-mma")
@@ -46,9 +68,9 @@ def mma_backend():
     return backend
 
 
-@pytest.mark.parametrize("check", [p.name for p in SCORE_PROPERTIES])
+@pytest.mark.parametrize("mma_variant, check", VARIANT_CHECKS, indirect=["mma_variant"])
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_mma_matches_golden(mma_backend, case, check):
+def test_mma_matches_golden(mma_backend, mma_variant, case, check):
     from cuda_kernels import mma
 
     example = _example(case)
@@ -85,13 +107,15 @@ def test_mma_properties(prop, request):
     assert result.examples > 0
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("p, g, over", [
     (16, 16, dict(groups_per_block=2)),
     (64, 64, dict(groups_per_block=2, warps=4)),       # 4 warps of one tile each, 16-byte loads
     (64, 128, dict(groups_per_block=3, wide_loads=False)),
 ], ids=["gpb2", "gpb2-4warps", "gpb3-4B-loads"])
-def test_several_groups_per_block_and_a_partial_last_block(p, g, over):
-    """Launch shapes the launcher picks only for large inputs: 5 groups in blocks of 2 or 3."""
+def test_several_groups_per_block_and_a_partial_last_block(p, g, over, variant):
+    """Launch shapes the launcher picks only for large inputs: 5 groups in blocks of 2 or 3 (the
+    lean variant loads the next group's index words between k-steps: 8-byte loads, or 4-byte)."""
     from numba import cuda
 
     from cuda_kernels import launch as CL
@@ -104,7 +128,7 @@ def test_several_groups_per_block_and_a_partial_last_block(p, g, over):
     q = cuda.to_device(queries.astype(np.float32).reshape(-1))
     out = cuda.to_device(np.full(h_kv * m * n * g, np.nan, np.float32))
     flags = cuda.to_device(np.zeros(1, np.int32))
-    cfg = CL.mma_config(p, 4, 4, g, n, h_kv, CL._pointer(index), **over)
+    cfg = CL.mma_config(p, 4, 4, g, n, h_kv, CL._pointer(index), **over, **VARIANTS[variant])
     CL.launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q, g, "half", m, out, n * g, h_kv, n,
                          flags, cfg)
     got = out.copy_to_host().reshape(h_kv * m, n * g).astype(np.float64)
@@ -115,8 +139,9 @@ def test_several_groups_per_block_and_a_partial_last_block(p, g, over):
     assert (np.abs(got - want) <= bound).all()
 
 
+@pytest.mark.parametrize("mma_variant", VARIANTS, indirect=True)
 @pytest.mark.parametrize("what", ["queries", "keys"])
-def test_beyond_float16_range_is_an_error_not_inf(what):
+def test_beyond_float16_range_is_an_error_not_inf(what, mma_variant):
     import cuda_kernels
 
     keys = make_keys(3, (1, 32, 32), "gaussian", 0, 16)
