@@ -26,12 +26,12 @@ Versions of the scoring kernel (numbers in benchmarks/NOTES-gpu.md):
       trip counts and raw (no-wraparound) loads. H200, W-GPU B=8 L=131072:
       0.499 ms, 1.02x torch fp16 q@k^T (issue-bound; see the notes).
   v2  (cuda_kernels/mma.py, scores(table="mma")) float16 keys decoded in
-      registers, q . k on tensor cores: 0.403 ms, 1.28x.
+      registers, q . k on tensor cores: 0.304 ms, 1.67x (v2.3).
 
 Encode: `encode_rows_kernel` (v2, the default: a warp reads whole rows of keys,
 two pairs a lane, branch-free polar form) and `encode_kernel` (v1: a tile of
 pairs x token slots, one pair a thread), which takes what v2 cannot: P odd or
-keys not aligned to two elements. H200, fp16 keys, B=8 L=32768: 0.592 ms, 27 %
+keys not aligned to two elements. H200, fp16 keys, B=8 L=32768: 0.402 ms, 40 %
 of the memory roofline (v1: 0.784 ms).
 
 Precision: table entries, radii and sums are float32 (float16 table option:

@@ -17,8 +17,8 @@ token-pair costs the same for any number of query heads (up to 8):
      queries of up to 8 heads (the B fragment, kept in registers) and adds in
      float32.
 
-Variants (mma_scores_kernel): v2.2, the default, and lean=True (v2.3), the
-same arithmetic in fewer registers (B fragments in shared memory, the next
+Variants (mma_scores_kernel): lean=True (v2.3, the launcher's default) and
+v2.2 (lean=False): the same arithmetic, v2.3 in fewer registers (B fragments in shared memory, the next
 group's index loaded into the registers of finished words) for more warps a
 SM; see the factory's docstring.
 
@@ -296,6 +296,15 @@ def mma_eligible(n_pairs: int, t_bits: int, group_size: int) -> bool:
             and shared_bytes(n_pairs, t_bits) <= 48 * 1024)
 
 
+def lean_fits(n_pairs: int, t_bits: int) -> bool:
+    """v2.3 (lean) on top of mma_eligible: its larger shared memory within 48 KiB, and the padded
+    radius constants of the 4 lane groups (words tig * (P / 2 + LEAN_RPAD) + 0..3) in disjoint
+    banks, so that one LDS.128 is one wavefront (true for every P that is a multiple of 16)."""
+    stride = n_pairs // 2 + LEAN_RPAD
+    banks = {(tig * stride + k) % 32 for tig in range(4) for k in range(4)}
+    return len(banks) == 16 and shared_bytes(n_pairs, t_bits, lean=True) <= 48 * 1024
+
+
 def mma_warps(group_size: int, warps: int = 0) -> int:
     """Warps of a block: `warps` if it divides the group's 16-token tiles, else the most of 4, 3, 2, 1 that do."""
     n_tiles = group_size // 16
@@ -443,10 +452,8 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     NIT_P = -(-P // NT)
     QPR = NTAB // 4                       # stores per row
     ALL_T = lean and QUADS % NT == 0      # lean: every thread builds NIT_T quads (no predicated loads)
-    if lean:
-        # one LDS.128 of radius constants: words tig * (2 CP + RPAD) + 4 s .. + 3 for tig = 0 .. 3
-        assert len({(tig * (2 * CP + RPAD) + k) % 32 for tig in range(4) for k in range(4)}) == 16
-        assert shared_bytes(P, t_bits, lean) <= 48 * 1024, f"lean: {shared_bytes(P, t_bits, lean)=} B over 48 KiB"
+    if lean and not lean_fits(P, t_bits):
+        raise ValueError(f"mma lean: P = {P}, t_bits = {t_bits} do not fit (see lean_fits); use lean=False")
 
     decode_pair = _pair_decoder(r_bits, t_bits)
     load_queries = _query_loader(P)

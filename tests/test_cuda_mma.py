@@ -28,13 +28,13 @@ CASES = [
 ]
 
 
-# kernel variants as launch.mma_config overrides: the launcher's default (v2.2) and lean=True (v2.3)
-VARIANTS = {"v2.2": {}, "lean": dict(lean=True)}
+# kernel variants as launch.mma_config overrides: the launcher's default (v2.3, lean) and v2.2
+VARIANTS = {"lean": {}, "v2.2": dict(lean=False)}
 # every score property on the default, matches_golden_scores on the other variants: they differ in
 # indexing and scheduling only, which that comparison checks (the others compare the kernel with
 # itself or with its decode, and cost simulator time)
 VARIANT_CHECKS = [(v, p.name) for v in VARIANTS for p in SCORE_PROPERTIES
-                  if v == "v2.2" or p.name == "matches_golden_scores"]
+                  if v == "lean" or p.name == "matches_golden_scores"]
 
 
 def _case_id(c):
@@ -50,11 +50,11 @@ def _example(case, seed=11):
 
 @pytest.fixture
 def mma_variant(request, monkeypatch):
-    """The kernel variant a test runs (indirect parameter, default v2.2): the launcher's
+    """The kernel variant a test runs (indirect parameter, default lean): the launcher's
     configurations get its overrides for the test's duration."""
     from cuda_kernels import launch as CL
 
-    overrides = VARIANTS[getattr(request, "param", "v2.2")]
+    overrides = VARIANTS[getattr(request, "param", "lean")]
     if overrides:
         config = CL.mma_config
         monkeypatch.setattr(CL, "mma_config", lambda *args, **kw: config(*args, **{**overrides, **kw}))
@@ -198,3 +198,17 @@ def test_an_index_not_4_byte_aligned_falls_back_to_float32_tables():
     aligned = dataclasses.replace(shifted, packed=cuda.to_device(packed))
     fp16 = cuda_kernels.scores(cuda.to_device(queries.astype(np.float32)), aligned, table="mma").copy_to_host()
     assert (np.abs(fp16 - want) > bound32).any()
+
+
+def test_the_launcher_takes_v2_2_where_lean_does_not_fit():
+    """lean (v2.3) needs more shared memory than v2.2: where that passes 48 KiB (P = 160,
+    t_bits = 5) the launcher's configuration is v2.2, and asking the factory for lean is an error
+    that says so, not a kernel that fails at launch."""
+    from cuda_kernels import launch as CL
+    from cuda_kernels import mma as MMA
+
+    assert MMA.mma_eligible(160, 5, 128) and not MMA.lean_fits(160, 5)
+    assert CL.mma_config(160, 4, 5, 128, 8, 1)["lean"] is False
+    assert CL.mma_config(64, 4, 4, 128, 8, 1)["lean"] is True
+    with pytest.raises(ValueError, match="lean: P = 160, t_bits = 5 do not fit"):
+        MMA.mma_scores_kernel(160, 4, 5, 128, 1, lean=True)
