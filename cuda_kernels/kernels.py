@@ -177,8 +177,9 @@ if SIM:
         return bool(np.signbit(np.float32(x)))
 
     def floor_u32(x):
-        """floor of float32 x >= 0 as uint32, 0 for x < 0 and NaN (a saturating conversion)."""
-        return np.uint32(x) if x > 0 else np.uint32(0)
+        """floor of float32 x as uint32, saturating as cvt.rzi.u32.f32: 0 for x < 0 and NaN,
+        2**32 - 1 from 2**32 up."""
+        return np.uint32(min(float(x), 4294967295.0)) if x > 0 else np.uint32(0)
 
     def narrow_keys(arr):
         """True for float16 keys (a compile-time constant on the GPU)."""
@@ -435,16 +436,17 @@ F_2M100 = np.float32(2.0**-100)
 
 @cuda.jit(device=True, inline=True)
 def ratio(mn, mx, narrow):
-    """mn / mx for 0 <= mn <= mx (0 for mx = 0), within 1 ulp: the hardware reciprocal, the
-    quotient, and one correction by its residual (exact by FMA), with no branch. The IEEE
-    division adds a range check and a call to a slow path behind it.
+    """mn / mx for 0 <= mn <= mx, mx finite (0 for mx = 0), within 1 ulp (a subnormal quotient:
+    within the smallest subnormal): the hardware reciprocal, the quotient, and one correction by
+    its residual (exact by FMA), with no branch. The IEEE division adds a range check and a call
+    to a slow path behind it.
 
     The reciprocal (flushing subnormals to zero) needs mx and 1 / mx normal, and the residual
     is exact only if mn is normal: narrow (values from float16 keys, so mn, mx are 0 or in
     [2**-24, 65504]) needs nothing; wider keys are scaled by a power of two first (exact): by
     2**64 where mn is below 2**-64 and mx below 2**62, by 2**-64 where mx is above 2**64.
-    (Left unscaled, a subnormal mn under mx in [2**62, 2**64] has a quotient below 2**-188:
-    zero in float32 either way.) A zero mx becomes 2**-100, which makes the quotient 0.
+    (Left unscaled, an mn below 2**-64 under mx in [2**62, 2**64] has a quotient below 2**-126,
+    subnormal, within the smallest subnormal.) A zero mx becomes 2**-100: the quotient is 0.
     """
     if not narrow:
         s = F_2P64 if (mn < F_2M64 and mx < F_2P62) else (F_2M64 if mx > F_2P64 else F1)
@@ -694,14 +696,14 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
             ax, ay = 2 * jr, 2 * jr + 2            # (x_j, y_j), (x_j+1, y_j+1)
         # every load first, with no branch between them: a warp then has 2 * TC loads in
         # flight, not 2 (a load behind a branch waits for the code before it). Unless EXACT,
-        # tokens past the group's end repeat its last token: in bounds, extremes unchanged.
+        # a warp's tokens past the group's end repeat its own last one: in bounds, same extremes.
         xa = cuda.local.array(TC, float32)
         xb = cuda.local.array(TC, float32)
         ya = cuda.local.array(TC, float32)
         yb = cuda.local.array(TC, float32)
         last = group_size - 1
         mine = uint32(last - w) // uint32(W)    # the warp's tokens of the group: u = 0 .. mine
-        stride = uint32(W) * uint32(d)          # 32-bit: a group's keys are far below 2**32
+        stride = uint32(W) * uint32(d)          # elements between a warp's tokens (numba: uint64)
         row += w * d
         for u in range(TC):
             o = row + int64((uint32(u) if EXACT else min(uint32(u), mine)) * stride)

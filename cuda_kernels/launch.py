@@ -234,6 +234,7 @@ def _host_big(array: np.ndarray) -> int:
 # Encode
 # --------------------------------------------------------------------------
 ENCODE_WARPS = 16                     # encode v2: warps a block (one group x 64 pairs)
+ENCODE_TOKENS = 8                     # encode v2: tokens a warp (W-GPU) where fewer warps divide G
 
 
 def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
@@ -242,7 +243,8 @@ def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
     rows=True (v2, `encode_rows_kernel`): `warps` warps, each `tokens_per_warp`
     tokens of the group, square roots by `kernels.root_1p`; needs P even and
     keys aligned to two elements. The warps divide the group where a power of
-    two >= 4 does (then `exact`: no token past the group's end to guard).
+    two >= 4 does with at most ENCODE_TOKENS tokens a warp (then `exact`: no
+    token past the group's end to guard).
     rows=False (v1, `encode_kernel`): PT pairs x CH token slots, TC tokens a thread.
     In the simulator every thread is a Python thread: there the warps (v2) or
     slots (v1) are cut by 4 (same kernel, more tokens a thread) to keep small
@@ -251,8 +253,8 @@ def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
     if rows:
         w = max(1, min(ENCODE_WARPS // 4 if SIM else ENCODE_WARPS, group_size))
         two = group_size & -group_size                  # largest power of two dividing G
-        if group_size % w and two >= 4:
-            w = min(w, two)
+        if group_size % w and two >= 4 and group_size // min(w, two) <= ENCODE_TOKENS:
+            w = min(w, two)                             # (more tokens a warp would spill)
         tc = -(-group_size // w)
         return dict(kind="rows", warps=w, tokens_per_warp=tc, fast_root=True, exact=w * tc == group_size)
     pt = min(32, n_pairs)
@@ -304,8 +306,10 @@ def launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta,
                              f"got d = {d}, key address {_pointer(keys3)}, output addresses "
                              f"{[_pointer(o) for o in (index, rho, theta) if o is not None]}")
         covered = cfg["warps"] * cfg["tokens_per_warp"]
-        if covered < group_size or (cfg.get("exact") and covered != group_size):
-            raise ValueError(f"encode v2 config {cfg} covers {covered} tokens a group; group_size is {group_size}")
+        if covered < group_size or (cfg.get("exact") and covered != group_size) or cfg["warps"] > group_size:
+            raise ValueError(f"encode v2 config {cfg} covers {covered} tokens a group with {cfg['warps']} "
+                             f"warps; group_size is {group_size} (needs warps <= group_size <= tokens "
+                             f"covered, equal if exact)")
         grid = _grid(n_groups * bhs, -(-n_pairs // K.ROW_PAIRS))
         kern[grid, 32 * cfg["warps"]](flat, length, d, group_size, index, rho, theta,
                                       r_min, r_step, phi_min, phi_step, flags)
@@ -448,8 +452,8 @@ def launch_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, 
 def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0, **overrides) -> dict:
     """Compile-time configuration of mma.mma_scores_kernel: a block scores enough groups of one
     KV head to amortise loading its query fragments, while the grid keeps about 2048 blocks or more
-    (W-GPU: 32 groups a block, measured best of 1, 8, 16, 32 with v2.2). lean=True (v2.3, fewer
-    registers: 0.304 ms on W-GPU against v2.2's 0.400) unless overridden."""
+    (W-GPU: 32 groups a block, measured best of 1, 8, 16, 32 with v2.2). lean (v2.3, fewer
+    registers: 0.304 ms on W-GPU against v2.2's 0.400) wherever mma.lean_fits, unless overridden."""
     gpb = 1
     while gpb < 32 and 2 * gpb * 2048 <= n_groups * bhs:      # powers of two: few compiled variants
         gpb *= 2

@@ -14,7 +14,7 @@ token-pair costs the same for any number of query heads (up to 8):
   3. k = r_hat * (cos, sin) is one float16x2 multiply, and the float16 pair is
      exactly the (x, y) element pair an mma.sync.m16n8k16 A fragment holds;
   4. one mma.sync per 16 tokens x 8 pairs multiplies the keys with the float16
-     queries of up to 8 heads (the B fragment, kept in registers) and adds in
+     queries of up to 8 heads (the B fragment: registers in v2.2, shared memory in v2.3) and adds in
      float32.
 
 Variants (mma_scores_kernel): lean=True (v2.3, the launcher's default) and
@@ -386,7 +386,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
 
     grid (ceil(n_groups / groups_per_block), BH, ceil(M / 8)); block 32 * W
     threads, W warps sharing the G / 16 token tiles of a group. A block keeps
-    its 8 query heads' B fragments in registers and scores groups_per_block
+    its 8 query heads' B fragments (in registers; lean: in shared memory) and scores groups_per_block
     consecutive groups of one KV head: per group it builds the (cos, sin)
     table and radius constants in shared memory (double-buffered, one barrier
     a group), then each warp decodes and multiplies its tiles while the next

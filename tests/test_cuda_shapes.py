@@ -167,15 +167,17 @@ def test_encode_edge_values_match_golden(config, kind):
 
 
 @pytest.mark.parametrize("config", [dict(kind="rows", warps=4, tokens_per_warp=7),
-                                    dict(kind="rows", warps=4, tokens_per_warp=9, exact=True)], ids=str)
+                                    dict(kind="rows", warps=4, tokens_per_warp=9, exact=True),
+                                    dict(kind="rows", warps=64, tokens_per_warp=1)], ids=str)
 def test_encode_refuses_a_config_that_does_not_fit_the_group(config):
     """A v2 configuration whose warps cover fewer tokens than a group would leave some without
-    codes, and an exact one that covers more would read past the group: both are errors."""
+    codes; an exact one that covers more, or one with more warps than the group has tokens (a warp
+    with none would read and write the next group's), would read past the group: all errors."""
     from numba import cuda
 
     from cuda_kernels import launch as CL
 
     keys = cuda.to_device(np.ones((1, 32, 8), np.float32))
     out = [cuda.device_array(n, t) for n, t in ((128, np.uint8),) * 3 + ((4, np.float32),) * 4 + ((1, np.int32),)]
-    with pytest.raises(ValueError, match="covers (28|36) tokens a group; group_size is 32"):
+    with pytest.raises(ValueError, match="covers (28|36|64) tokens a group with (4|64) warps; group_size is 32"):
         CL.launch_encode(keys, 4, 4, 32, "half", *out, config=config)
