@@ -338,20 +338,15 @@ def profile(what, batch=8, length=131072):
 
 def _write_sass(kern, name, folder, cfg):
     """One compiled kernel's SASS to folder/name.sass; print its opcode counts and registers."""
-    import collections
     import os
+
+    from cuda_kernels.lowering import sass_opcodes
 
     os.makedirs(folder, exist_ok=True)
     for sass in kern.inspect_sass().values():
         with open(os.path.join(folder, f"{name}.sass"), "w") as f:
             f.write(sass)
-        ops = collections.Counter()
-        for line in sass.splitlines():
-            parts = line.split("*/")
-            if len(parts) >= 2 and line.strip().startswith("/*") and parts[1].strip():
-                words = parts[1].strip().split()
-                word = words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
-                ops[word.split(".")[0]] += 1
+        ops = sass_opcodes(sass)
         print(f"{name}, config {cfg}: {sum(ops.values())} SASS instructions "
               f"(local memory: LDL {ops['LDL']}, STL {ops['STL']})")
         print("  " + ", ".join(f"{k} {v}" for k, v in ops.most_common(40)))

@@ -352,15 +352,17 @@ else:
     def fma(a, b, c):
         return cuda.fma(a, b, c)
 
-    def _asm_f32(text):
-        """Intrinsic float32 -> float32 of one PTX instruction."""
+    def _asm_f32(text, out=types.float32):
+        """Intrinsic: one PTX instruction on a float32 operand, giving float32 (or uint32 when out is)."""
+        ll, constraint = (ir.FloatType(), "=f,f") if out == types.float32 else (_I32, "=r,f")
+
         @intrinsic
         def op(typingctx, x):
             def codegen(context, builder, sig, args):
-                asm = ir.InlineAsm(ir.FunctionType(ir.FloatType(), [ir.FloatType()]), text, "=f,f")
+                asm = ir.InlineAsm(ir.FunctionType(ll, [ir.FloatType()]), text, constraint)
                 return builder.call(asm, [context.cast(builder, args[0], sig.args[0], types.float32)])
 
-            return types.float32(x), codegen
+            return out(x), codegen
 
         return op
 
@@ -378,15 +380,9 @@ else:
 
         return types.boolean(x), codegen
 
-    @intrinsic
-    def floor_u32(typingctx, x):
-        """floor of float32 x >= 0 as uint32, 0 for x < 0 and NaN: PTX's cvt.rzi.u32.f32, whose
-        float-to-integer conversion saturates (LLVM's fptoui leaves those inputs undefined)."""
-        def codegen(context, builder, sig, args):
-            asm = ir.InlineAsm(ir.FunctionType(_I32, [ir.FloatType()]), "cvt.rzi.u32.f32 $0, $1;", "=r,f")
-            return builder.call(asm, [context.cast(builder, args[0], sig.args[0], types.float32)])
-
-        return types.uint32(x), codegen
+    # floor of float32 x >= 0 as uint32, 0 for x < 0 and NaN: PTX's float-to-integer conversion
+    # saturates (LLVM's fptoui leaves those inputs undefined)
+    floor_u32 = _asm_f32("cvt.rzi.u32.f32 $0, $1;", types.uint32)
 
     @intrinsic
     def narrow_keys(typingctx, arr):

@@ -107,9 +107,17 @@ def check_all(verbose: bool = False) -> list[str]:
     return failures
 
 
+def sass_opcodes(sass: str):
+    """Counter of the opcodes (without modifiers, predicates skipped) of cuobjdump/nvdisasm SASS text."""
+    import collections
+    import re
+
+    return collections.Counter(m.split(".")[0] for m in re.findall(
+        r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass))
+
+
 def write_sass(folder: str, pattern: str = "") -> int:
     """PTX, ptxas report and SASS of every case matching pattern (see the module docstring)."""
-    import collections
     import os
     import re
     import shutil
@@ -138,8 +146,7 @@ def write_sass(folder: str, pattern: str = "") -> int:
         sass = subprocess.run([dump, flag, stem + ".cubin"], capture_output=True, text=True, check=True).stdout
         with open(stem + ".sass", "w") as f:
             f.write(sass)
-        ops = collections.Counter(m.split(".")[0] for m in re.findall(
-            r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass))
+        ops = sass_opcodes(sass)
         regs = re.findall(r"Used (\d+) registers", report)
         spills = re.findall(r"(\d+) bytes spill stores", report)
         print(f"{name}: {regs[-1] if regs else '?'} registers, spill stores {spills[-1] if spills else '?'} B, "
