@@ -18,7 +18,9 @@ toolkit), and anything about speed. `scripts/gpu_run.sh` runs the real thing.
     python -m cuda_kernels.lowering --sass DIR [PATTERN]
 
 goes on to machine code where a CUDA toolkit is installed (no GPU needed): NVVM
-(CUDA_HOME), `ptxas` and `cuobjdump` (or `nvdisasm`) on PATH. For each case whose
+(CUDA_HOME), NVRTC (numba-cuda asks it for the supported architectures; PyPI:
+nvidia-cuda-nvrtc), `ptxas` and `cuobjdump` (or `nvdisasm`; PyPI: nvidia-cuda-cuobjdump)
+on PATH. For each case whose
 name matches the regular expression PATTERN it writes DIR/<case>.ptx and .sass
 and prints registers, spills and the instruction count, so a kernel change can
 be counted before it is timed on a GPU. The local ptxas may be newer than the
