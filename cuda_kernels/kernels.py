@@ -464,7 +464,8 @@ def _polar32(fast_root):
         a = min/max of |x|, |y|; r = max * sqrt(1 + a*a)
         (no overflow or underflow of squares), atan by the polynomial above, then
         the octant reflections. Signed zeros follow numpy's arctan2 (x = -0.0
-        counts as negative), then -0 -> +0 as in the golden model. A negative angle
+        counts as negative), then -0 -> +0 as in the golden model (y = -0.0 is not
+        negative here, and phi is never -0). A negative angle
         that float32 rounds to 2*pi (its 2*pi is 1.7e-7 above the real one) becomes
         the float32 just below it, unless float64 also rounds it to 2*pi: only then
         does the golden model wrap it to 0.
@@ -492,9 +493,14 @@ def _polar32(fast_root):
         phi = PI32 - phi if sign_bit(x) else phi  # |atan2|; x < 0, and x = -0.0
         w = TWO_PI32 - phi                        # atan2 < 0 taken into [0, 2*pi)
         # float32's 2*pi is above the real one, so w rounds up to it for phi under half its ulp;
-        # the golden model (float64) maps to 0 only the phi that its own 2*pi swallows
-        w = w if w < TWO_PI32 else (F0 if phi < GOLDEN_WRAP else BELOW_TWO_PI32)
-        return r, (w if y < F0 else phi + F0)     # + 0: -0 -> +0
+        # the golden model (float64) maps to 0 only the phi that its own 2*pi swallows. From
+        # float16 keys phi >= atan(2**-24 / 65504) > 2**-40 where y < 0: never below GOLDEN_WRAP,
+        # and w <= 2*pi, so the test is one min.
+        if narrow:
+            w = min(w, BELOW_TWO_PI32)
+        else:
+            w = w if w < TWO_PI32 else (F0 if phi < GOLDEN_WRAP else BELOW_TWO_PI32)
+        return r, (w if y < F0 else phi)          # phi >= +0 here: mn >= +0 gives a = +0, not -0
 
     return polar32
 

@@ -14,6 +14,8 @@
 #              PART=1 SKIP_BENCH=1 bash scripts/gpu_run.sh, then PART=2 SKIP_BENCH=1 ...
 #                (the whole suite in two calls of about 8 and 7 minutes: PART=2 is the
 #                Hypothesis properties, golden, README and verify tests, PART=1 the rest)
+#              XDIST=8 SKIP_BENCH=1 bash scripts/gpu_run.sh
+#                (the whole suite in 8 processes, pytest-xdist: its and execnet's wheels in .whl/)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
@@ -42,12 +44,14 @@ esac
 
 if [ -z "$SKIP_TESTS" ]; then
   echo "== tests on the GPU (log: $OUT/pytest.log)"
-  timeout 560 python3 -m pytest -x -q ${TESTS:-tests} -m "not slow" --gpu -p no:cacheprovider > "$OUT/pytest.log" 2>&1
+  timeout ${TEST_TIMEOUT:-560} python3 -m pytest -x -q ${TESTS:-tests} -m "not slow" --gpu -p no:cacheprovider \
+    ${XDIST:+-n $XDIST} > "$OUT/pytest.log" 2>&1
   echo "pytest exit code $?"
   tail -n 25 "$OUT/pytest.log"
 fi
 
 if [ -n "$PROFILE" ]; then      # PROFILE="scores32 encode16": Nsight Compute on one launch each
+  # NCU_ARGS: more ncu options, e.g. "--section MemoryWorkloadAnalysis_Tables --metrics breakdown:..."
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   for what in $PROFILE; do
     echo "== ncu $what (log: $OUT/ncu_$what.txt)"
@@ -55,9 +59,9 @@ if [ -n "$PROFILE" ]; then      # PROFILE="scores32 encode16": Nsight Compute on
     timeout 150 "$NCU" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
       --section WarpStateStats --section Occupancy --section LaunchStats --section InstructionStats \
-      python3 -m benchmarks.gpu --profile "$what" > "$OUT/ncu_$what.txt" 2>&1
+      $NCU_ARGS python3 -m benchmarks.gpu --profile "$what" > "$OUT/ncu_$what.txt" 2>&1
     echo "ncu exit code $?"
-    grep -vE "^ *-+ +-+|^ *$|^    (OPT|INF)|^          " "$OUT/ncu_$what.txt" | cut -c1-110 | tail -n +3 | head -90
+    grep -vE "^ *-+ +-+|^ *$|^    (OPT|INF)|^          " "$OUT/ncu_$what.txt" | cut -c1-110 | tail -n +3 | head -${NCU_LINES:-90}
   done
 fi
 

@@ -151,18 +151,26 @@ def _edge_keys(kind):
     keys = make_keys(9, (1, 32, 16), "gaussian", 0, 32).astype(np.float32)
     if kind == "float32 subnormals":        # steps under 2**-64: their inverses overflow float32
         return (keys * 1e-42).astype(np.float32)
+    if kind == "float16 angles next to 2*pi":   # the narrow path's one-min wrap: |y| / x down to
+        keys = keys.astype(np.float16)          # 2**-24 / 65504, far above 2**-51 (golden's wrap)
+        keys[0, :, 0] = np.tile(np.float16([65504, 30000, 1000, 1, 0.5, 7, 60000, 2]), 4)
+        keys[0, :, 8] = -np.tile(np.float16([2**-24, 2**-23, 3 * 2**-24, 2**-20, 1e-4, 2**-24, 0.0, 1]), 4)
+        return keys
     x = np.abs(keys[0, :, 0]) + 0.5         # pair 0: angles just below 2*pi, where float32 rounds
     keys[0, :, 0] = x                       # up to its 2*pi and float64 does only below 4.4e-16
     keys[0, :, 8] = -x * np.tile([1e-8, 1e-7, 2e-7, 3e-7, 1e-20, 1e-17, 4e-16, 5e-16], 4)
     return keys
 
 
-@pytest.mark.parametrize("kind", ["float32 subnormals", "angles next to 2*pi"])
+@pytest.mark.parametrize("kind", ["float32 subnormals", "angles next to 2*pi", "float16 angles next to 2*pi"])
 @pytest.mark.parametrize("config", ["v1 tile", "v2 rows, fast root", "v2 rows, warps dividing the group (exact)"])
 def test_encode_edge_values_match_golden(config, kind):
     """Both encode kernels on keys where float32 differs most from the golden model's float64:
     subnormal keys (codes and steps must not overflow) and negative angles that round to 2*pi
-    (the golden model wraps to 0 only what float64 rounds to 2*pi)."""
+    (the golden model wraps to 0 only what float64 rounds to 2*pi), from float32 and from
+    float16 keys (whose kernels take the wrap as one min). For float16 keys the golden model never
+    wraps, so there the case guards against wrong codes and parameters on tiny negative angles;
+    float32's 2*pi in place of the float below it would still be within tolerance."""
     _launch_and_check(_edge_keys(kind), 32, "half", encode_config(config, 32))
 
 
