@@ -61,7 +61,7 @@ def radius_magic(t_bits: int) -> np.uint32:
     return np.uint32(bits * 0x00010001)
 MMA_K_PAIRS = 8                                      # one m16n8k16 k-step = 16 dims = 8 pairs
 MMA_HEADS = 8                                        # n = 8 columns: up to 8 query heads per launch row
-LEAN_RPAD = 4                                        # lean: words between radius constants of chunks
+LEAN_RPAD = 2                                        # lean: words between radius constants of chunks
 
 
 # --------------------------------------------------------------------------
@@ -84,10 +84,11 @@ if SIM:
         x, y = _halves(a), _halves(b)
         return _word(x[0] - y[0], x[1] - y[1])
 
-    def h2_fma(a, b, c):
-        """Elementwise a * b + c, one rounding (exact in float64 for float16 inputs of nearby scale)."""
-        x, y, z = _halves(a), _halves(b), _halves(c)
-        return _word(x[0] * y[0] + z[0], x[1] * y[1] + z[1])
+    def h2_fma_lohi(a, rc):
+        """Elementwise a * rc.lo + rc.hi, one rounding (the float64 sum of float16 products and
+        float16 values is exact)."""
+        x, r = _halves(a), _halves(rc)
+        return _word(x[0] * r[0] + r[1], x[1] * r[0] + r[1])
 
     def h2_mul_lo(a, b):
         """(a.lo * b.lo, a.lo * b.hi): the low half of a broadcast, times b."""
@@ -210,7 +211,8 @@ else:
         return op
 
     h2_sub = _asm_u32("sub.rn.f16x2 $0, $1, $2;", 2)
-    h2_fma = _asm_u32("fma.rn.f16x2 $0, $1, $2, $3;", 3)
+    h2_fma_lohi = _asm_u32("{ .reg .b16 l, h; .reg .b32 s, c; mov.b32 {l, h}, $2; mov.b32 s, {l, l}; "
+                           "mov.b32 c, {h, h}; fma.rn.f16x2 $0, $1, s, c; }", 2)
     h2_mul_lo = _asm_u32("{ .reg .b16 l, h; .reg .b32 t; mov.b32 {l, h}, $1; mov.b32 t, {l, l}; "
                          "mul.rn.f16x2 $0, t, $2; }", 2)
     h2_mul_hi = _asm_u32("{ .reg .b16 l, h; .reg .b32 t; mov.b32 {l, h}, $1; mov.b32 t, {h, h}; "
@@ -285,7 +287,7 @@ def shared_bytes(n_pairs: int, t_bits: int, lean: bool = False) -> int:
     """Static shared memory of mma_scores_kernel: two tables, two sets of radius constants (lean:
     padded, and the B fragments of every lane and k-step)."""
     extra = 2 * 4 * LEAN_RPAD * 4 + 2 * 32 * (n_pairs // MMA_K_PAIRS) * 4 if lean else 0
-    return 2 * 4 * table_layout(n_pairs, t_bits)[1] + 2 * 2 * n_pairs * 4 + 24 + extra
+    return 2 * 4 * table_layout(n_pairs, t_bits)[1] + 2 * n_pairs * 4 + 24 + extra
 
 
 def mma_eligible(n_pairs: int, t_bits: int, group_size: int) -> bool:
@@ -298,11 +300,12 @@ def mma_eligible(n_pairs: int, t_bits: int, group_size: int) -> bool:
 
 def lean_fits(n_pairs: int, t_bits: int) -> bool:
     """v2.3 (lean) on top of mma_eligible: its larger shared memory within 48 KiB, and the padded
-    radius constants of the 4 lane groups (words tig * (P / 2 + LEAN_RPAD) + 0..3) in disjoint
-    banks, so that one LDS.128 is one wavefront (true for every P that is a multiple of 16)."""
-    stride = n_pairs // 2 + LEAN_RPAD
-    banks = {(tig * stride + k) % 32 for tig in range(4) for k in range(4)}
-    return len(banks) == 16 and shared_bytes(n_pairs, t_bits, lean=True) <= 48 * 1024
+    radius constants of the 4 lane groups (words tig * (P / 4 + LEAN_RPAD) + 0, 1) in disjoint
+    banks, so that each half-warp phase of an LDS.64 is one wavefront (true for every P that is a
+    multiple of 16: the stride is 2 mod 4)."""
+    stride = n_pairs // 4 + LEAN_RPAD
+    banks = {(tig * stride + k) % 32 for tig in range(4) for k in range(2)}
+    return len(banks) == 8 and shared_bytes(n_pairs, t_bits, lean=True) <= 48 * 1024
 
 
 def mma_warps(group_size: int, warps: int = 0) -> int:
@@ -329,21 +332,21 @@ def _pair_decoder(r_bits: int, t_bits: int):
         return ((x >> uint32(8 * k - 2)) & TMASK4) | base
 
     @cuda.jit(device=True, inline=True)
-    def decode_pair(tab, rcs, xa, xb, k, base, row, ri, magic):
-        """float16x2 keys (x, y) of a pair (table row `row`, radius constants at rcs[ri]) for
+    def decode_pair(tab, rc, xa, xb, k, base, row, magic):
+        """float16x2 keys (x, y) of a pair (table row `row`, radius constants rc) for
         tokens a and b: byte k of xa, xb.
 
         prmt puts byte k of xa in byte 0 and byte k of xb in byte 2: the radius
         codes of both tokens land in the mantissas of one float16x2 (magic is
         radius_magic(t_bits), an argument so that the mask-and-or is one LOP3);
         subtracting magic leaves rho exactly, and r_hat = rho * step + c is one
-        rounding (rcs holds step and c = r_min + step / 2, both halves).
+        rounding (rc is the float16x2 (step, c = r_min + step / 2); the fma broadcasts
+        each half, which the hardware does as an operand swizzle, no instruction).
         """
-        st, c = lds_u32x2(rcs, ri)
         csa = lds_at(tab, bin_word(xa, k, base) + uint32(row * ROWB))
         csb = lds_at(tab, bin_word(xb, k, base) + uint32(row * ROWB))
         hr = (prmt(xa, xb, uint32(k | ((4 + k) << 8))) & RMASK2) | magic   # 2**(10 - t_bits) + rho
-        r = h2_fma(h2_sub(hr, magic), st, c)                  # r_hat of both tokens
+        r = h2_fma_lohi(h2_sub(hr, magic), rc)                # r_hat of both tokens
         return h2_mul_lo(r, csa), h2_mul_hi(r, csb)
 
     return decode_pair
@@ -410,7 +413,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         2 (32 s + l): one LDS.64 a k-step, 256 contiguous bytes a warp, 2
         wavefronts) instead of 2 KS registers a thread; warp 0 writes them;
       - a warp runs the k-steps of its tiles side by side (k-step outer): one
-        LDS.64 of B and one LDS.128 of radius constants serve all its tiles and
+        LDS.64 of B and one LDS.64 of radius constants serve all its tiles and
         die at once, and as soon as a k-step pair has used the last of a load's
         index words, the next group's words are loaded into those registers
         (8-byte loads with wide_loads, else 4-byte) instead of into a second
@@ -420,8 +423,13 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         thread builds table entries (QUADS % NT == 0) their parameter loads are
         not predicated: both leave fewer values live across the group loop;
       - the radius constants of chunk tig start RPAD words later, so the four
-        16-byte blocks of one LDS.128 fall in disjoint banks (1 wavefront; 2 CP
-        words apart, as in v2.2, they can share banks: all four if P % 64 == 0).
+        8-byte blocks of one LDS.64 fall in disjoint banks (CP words apart, as in
+        v2.2, they can share banks: two and two if P % 64 == 0).
+    Both versions keep a pair's radius constants as one float16x2 (step, c): a
+    k-step's two pairs are one LDS.64, 2 shared-memory wavefronts (a wavefront
+    delivers at most 128 bytes, 4 a lane; ncu on v2.3 with (step, step) and (c, c)
+    words counted 4 for its LDS.128), and the fma takes each half as an operand
+    swizzle (HFMA2 R, R.H0_H0, R.H1_H1), no instruction.
     The k-step loop is split at the index loads (v outer, s2 inner) because
     LLVM does not fully unroll one loop of KS k-steps with the loads inside,
     and then the local arrays would live in local memory.
@@ -442,7 +450,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     TAB_ALIGN = None if SIM else ALIGN
     TABN = STRIDE                         # table words: 4 chunks of STRIDE bytes
     RPAD = LEAN_RPAD if lean else 0       # words between the radius constants of chunks tig - 1 and tig
-    NRC = 2 * P + 4 * RPAD
+    NRC = P + 4 * RPAD                    # radius constants: one float16x2 (step, c) a pair
     TABN2, NRC2 = 2 * TABN, 2 * NRC        # double buffers (shared shapes must be plain constants)
     NBQ = 2 * 32 * KS                     # lean: B fragment words (b0, b1 of each k-step and lane)
     NXCH = NT if SIM else 1
@@ -522,7 +530,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     @cuda.jit(device=True, inline=True)
     def build(tab, rcs, buf, tid, pq, rq, flags):
         """Table buffer buf: (cos, sin) of every bin angle (4 consecutive bins a thread and store) and
-        radius constants (step, r_min + step / 2) of each pair, both halves."""
+        radius constants (step, r_min + step / 2) of each pair as one float16x2."""
         for it in range(NIT_T):
             e = it * NT + tid
             if ALL_T or e < QUADS:
@@ -545,7 +553,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 if not (fma(st, RSCALE, lo) < F16_MAX):
                     flags[0] = 1
                 c = fma(FHALF, st, lo)
-                sts_u32x2(rcs, buf * NRC + 2 * j + RPAD * (j // CP), h2_pack(st, st), h2_pack(c, c))
+                stg(rcs, buf * NRC + j + RPAD * (j // CP), h2_pack(st, c))
 
     @cuda.jit(device=True, inline=True)
     def store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, c0, c1, c2, c3):
@@ -616,9 +624,9 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                     xb = wb[u, w]
                     j = tig * CP + 2 * s
                     # k-step s: column pair tig <- pair j (bytes 2(s%2)), column pair tig+4 <- pair j+1
-                    ka0, kb0 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1), base, 2 * s, rbase + 2 * j, magic)
-                    ka1, kb1 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1,
-                                           rbase + 2 * j + 2, magic)
+                    rc0, rc1 = lds_u32x2(rcs, rbase + j)
+                    ka0, kb0 = decode_pair(tab, rc0, xa, xb, 2 * (s & 1), base, 2 * s, magic)
+                    ka1, kb1 = decode_pair(tab, rc1, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1, magic)
                     c0, c1, c2, c3 = mma_16816(xch, ka0, kb0, ka1, kb1, b0[s], b1[s], c0, c1, c2, c3)
                 store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, c0, c1, c2, c3)
             for u in range(TPW):
@@ -685,13 +693,13 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                     w = s >> 1
                     j = tig * CP + 2 * s
                     q0, q1 = lds_u32x2(bq, 2 * (32 * s + lane))
+                    rc0, rc1 = lds_u32x2(rcs, rbase + j)
                     for u in range(TPW):
                         xa = wa[u, w]
                         xb = wb[u, w]
                         # k-step s: column pair tig <- pair j (bytes 2(s%2)), column pair tig+4 <- pair j+1
-                        ka0, kb0 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1), base, 2 * s, rbase + 2 * j, magic)
-                        ka1, kb1 = decode_pair(tab, rcs, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1,
-                                               rbase + 2 * j + 2, magic)
+                        ka0, kb0 = decode_pair(tab, rc0, xa, xb, 2 * (s & 1), base, 2 * s, magic)
+                        ka1, kb1 = decode_pair(tab, rc1, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1, magic)
                         acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3] = mma_16816(
                             xch, ka0, kb0, ka1, kb1, q0, q1, acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3])
                 if more:                            # those words are done: the next group's into them

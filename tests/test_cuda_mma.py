@@ -201,14 +201,14 @@ def test_an_index_not_4_byte_aligned_falls_back_to_float32_tables():
 
 
 def test_the_launcher_takes_v2_2_where_lean_does_not_fit():
-    """lean (v2.3) needs more shared memory than v2.2: where that passes 48 KiB (P = 160,
+    """lean (v2.3) needs more shared memory than v2.2: where that passes 48 KiB (P = 176,
     t_bits = 5) the launcher's configuration is v2.2, and asking the factory for lean is an error
     that says so, not a kernel that fails at launch."""
     from cuda_kernels import launch as CL
     from cuda_kernels import mma as MMA
 
-    assert MMA.mma_eligible(160, 5, 128) and not MMA.lean_fits(160, 5)
-    assert CL.mma_config(160, 4, 5, 128, 8, 1)["lean"] is False
+    assert MMA.mma_eligible(176, 5, 128) and not MMA.lean_fits(176, 5)
+    assert CL.mma_config(176, 4, 5, 128, 8, 1)["lean"] is False
     assert CL.mma_config(64, 4, 4, 128, 8, 1)["lean"] is True
-    with pytest.raises(ValueError, match="lean: P = 160, t_bits = 5 do not fit"):
-        MMA.mma_scores_kernel(160, 4, 5, 128, 1, lean=True)
+    with pytest.raises(ValueError, match="lean: P = 176, t_bits = 5 do not fit"):
+        MMA.mma_scores_kernel(176, 4, 5, 128, 1, lean=True)
