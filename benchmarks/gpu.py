@@ -185,6 +185,7 @@ def scores_variants():
         ("mma gpb8", "mma", dict(groups_per_block=8)),
         ("mma gpb16", "mma", dict(groups_per_block=16)),
         ("mma 4B loads", "mma", dict(wide_loads=False)),
+        ("mma 4 warps", "mma", dict(warps=4)),
         ("mma 2 warps", "mma", dict(warps=2)),
         ("f32 nt128 tpt1", "float32", dict(threads=128, tokens_per_thread=1)),
         ("f32 nt32 tpt4", "float32", dict(threads=32, tokens_per_thread=4)),

@@ -453,7 +453,8 @@ def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0, 
     """Compile-time configuration of mma.mma_scores_kernel: a block scores enough groups of one
     KV head to amortise loading its query fragments, while the grid keeps about 2048 blocks or more
     (W-GPU: 32 groups a block, measured best of 1, 8, 16, 32 with v2.2). lean (v2.3, fewer
-    registers: 0.304 ms on W-GPU against v2.2's 0.400) wherever mma.lean_fits, unless overridden."""
+    registers: 0.304 ms on W-GPU against v2.2's 0.400) wherever mma.lean_fits, and
+    mma.default_warps, unless overridden."""
     gpb = 1
     while gpb < 32 and 2 * gpb * 2048 <= n_groups * bhs:      # powers of two: few compiled variants
         gpb *= 2
@@ -462,6 +463,9 @@ def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0, 
                wide_loads=n_pairs % 64 == 0 and index_ptr % 16 == 0,
                lean=MMA.lean_fits(n_pairs, t_bits))
     cfg.update(overrides)
+    if "warps" not in overrides:              # v2.2 keeps 2 KS B registers a tile: 4 warps there
+        cfg["warps"] = (MMA.default_warps(n_pairs, t_bits, group_size) if cfg["lean"]
+                        else MMA.mma_warps(group_size))
     return cfg
 
 

@@ -316,6 +316,19 @@ def mma_warps(group_size: int, warps: int = 0) -> int:
     return next(w for w in (4, 3, 2, 1) if n_tiles % w == 0)
 
 
+def default_warps(n_pairs: int, t_bits: int, group_size: int) -> int:
+    """The launcher's warps a block: 4 tiles a warp where that divides the group's tiles and each
+    thread then builds at most 4 table stores a group, else mma_warps' choice. A warp's k-step loads
+    of B fragments and radius constants serve all its tiles, so 4 tiles a warp spend fewer
+    shared-memory wavefronts a token than 2 (W-GPU: 2 warps of 4 tiles 0.269 ms, 128 registers,
+    against 4 warps of 2 tiles 0.288 ms, 72 registers; the kernel is bound by L1 wavefronts)."""
+    n_tiles = group_size // 16
+    quads = n_pairs * (1 << t_bits) // 4
+    if n_tiles % 4 == 0 and quads <= 4 * 32 * (n_tiles // 4):
+        return n_tiles // 4
+    return mma_warps(group_size)
+
+
 @lru_cache(maxsize=None)
 def _pair_decoder(r_bits: int, t_bits: int):
     """decode_pair for these bit widths (table rows of 2**t_bits words, see mma_scores_kernel)."""
@@ -408,7 +421,9 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
 
     lean=True (v2.3) does the same arithmetic in fewer registers, so that more
     blocks fit a SM (W-GPU, ptxas 13.0: v2.2 127 registers, 4 blocks of 4
-    warps; v2.3 72 registers and no spill, 7 blocks):
+    warps; v2.3 72 registers and no spill, 7 blocks; v2.4, the launcher's
+    default_warps, spends them again on 4 tiles a warp: 2 warps, 128 registers,
+    8 blocks, fewer shared-memory loads a tile):
       - the B fragments live in shared memory (k-step s, lane l at words
         2 (32 s + l): one LDS.64 a k-step, 256 contiguous bytes a warp, 2
         wavefronts) instead of 2 KS registers a thread; warp 0 writes them;

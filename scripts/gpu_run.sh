@@ -67,7 +67,8 @@ fi
 
 if [ -z "$SKIP_BENCH" ]; then
   echo "== benchmark (log: $OUT/bench.log, numbers: $OUT/gpu.json)"
-  timeout 200 python3 -m benchmarks.gpu --json "$OUT/gpu.json" $BENCH_ARGS > "$OUT/bench.log" 2>&1
+  # eval: BENCH_ARGS may quote labels with spaces, e.g. --also "mma v2.2,mma gpb8"
+  eval "timeout ${BENCH_TIMEOUT:-200} python3 -m benchmarks.gpu --json \"\$OUT/gpu.json\" $BENCH_ARGS" > "$OUT/bench.log" 2>&1
   echo "benchmark exit code $?"
   tail -n 60 "$OUT/bench.log"
 fi
