@@ -324,8 +324,11 @@ def default_warps(n_pairs: int, t_bits: int, group_size: int) -> int:
     against 4 warps of 2 tiles 0.288 ms, 72 registers; the kernel is bound by L1 wavefronts)."""
     n_tiles = group_size // 16
     quads = n_pairs * (1 << t_bits) // 4
-    if n_tiles % 4 == 0 and quads <= 4 * 32 * (n_tiles // 4):
-        return n_tiles // 4
+    w = n_tiles // 4
+    # at most 4 such warps: 128 threads x ~128 registers stay far inside a block's 1024 threads
+    # and 64 K registers (G = 2048 would ask for 32 warps and 128 K registers)
+    if n_tiles % 4 == 0 and 1 <= w <= 4 and quads <= 4 * 32 * w:
+        return w
     return mma_warps(group_size)
 
 
@@ -439,7 +442,8 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         not predicated: both leave fewer values live across the group loop;
       - the radius constants of chunk tig start RPAD words later, so the four
         8-byte blocks of one LDS.64 fall in disjoint banks (CP words apart, as in
-        v2.2, they can share banks: two and two if P % 64 == 0).
+        v2.2, they can share banks: two and two if P % 64 == 0, all four if
+        P % 128 == 0).
     Both versions keep a pair's radius constants as one float16x2 (step, c): a
     k-step's two pairs are one LDS.64, 2 shared-memory wavefronts (a wavefront
     delivers at most 128 bytes, 4 a lane; ncu on v2.3 with (step, step) and (c, c)

@@ -51,15 +51,18 @@ if [ -z "$SKIP_TESTS" ]; then
 fi
 
 if [ -n "$PROFILE" ]; then      # PROFILE="scores32 encode16": Nsight Compute on one launch each
-  # NCU_ARGS: more ncu options, e.g. "--section MemoryWorkloadAnalysis_Tables --metrics breakdown:..."
+  # NCU_ARGS: more ncu options, e.g. "--section MemoryWorkloadAnalysis_Tables --metrics breakdown:...",
+  # split at spaces and not globbed (set -f), so metric regexes may hold * and ?
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   for what in $PROFILE; do
     echo "== ncu $what (log: $OUT/ncu_$what.txt)"
     case $what in scoresmma) k=polar_scores_mma ;; scores*) k=polar_scores ;; *) k=polar_encode ;; esac
+    set -f
     timeout 150 "$NCU" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
       --section WarpStateStats --section Occupancy --section LaunchStats --section InstructionStats \
       $NCU_ARGS python3 -m benchmarks.gpu --profile "$what" > "$OUT/ncu_$what.txt" 2>&1
+    set +f
     echo "ncu exit code $?"
     grep -vE "^ *-+ +-+|^ *$|^    (OPT|INF)|^          " "$OUT/ncu_$what.txt" | cut -c1-110 | tail -n +3 | head -${NCU_LINES:-90}
   done
@@ -67,7 +70,8 @@ fi
 
 if [ -z "$SKIP_BENCH" ]; then
   echo "== benchmark (log: $OUT/bench.log, numbers: $OUT/gpu.json)"
-  # eval: BENCH_ARGS may quote labels with spaces, e.g. --also "mma v2.2,mma gpb8"
+  # eval: BENCH_ARGS may quote labels with spaces, e.g. --also "mma v2.2,mma gpb8" (and, being
+  # eval'd, runs any shell in it: a developer's script, not for untrusted input)
   eval "timeout ${BENCH_TIMEOUT:-200} python3 -m benchmarks.gpu --json \"\$OUT/gpu.json\" $BENCH_ARGS" > "$OUT/bench.log" 2>&1
   echo "benchmark exit code $?"
   tail -n 60 "$OUT/bench.log"

@@ -212,3 +212,24 @@ def test_the_launcher_takes_v2_2_where_lean_does_not_fit():
     assert CL.mma_config(64, 4, 4, 128, 8, 1)["lean"] is True
     with pytest.raises(ValueError, match="lean: P = 176, t_bits = 5 do not fit"):
         MMA.mma_scores_kernel(176, 4, 5, 128, 1, lean=True)
+
+
+def test_default_warps_fit_a_block_for_every_eligible_shape():
+    """The launcher's warps (mma.default_warps: 4 tiles a warp where it can) divide the group's
+    tiles and stay within a block's 1024 threads and 64 K registers at 128 a thread, for every
+    shape the tensor-core kernel accepts (a group of 2048 tokens once asked for 32 warps)."""
+    from cuda_kernels import launch as CL
+    from cuda_kernels import mma as MMA
+
+    seen = set()
+    for g in range(16, 4097, 16):
+        for t_bits in range(2, 9):
+            for p in (16, 32, 64, 128, 256):
+                if not MMA.mma_eligible(p, t_bits, g):
+                    continue
+                cfg = CL.mma_config(p, 4, t_bits, g, 8, 1)
+                warps = MMA.mma_warps(g, cfg["warps"])
+                assert warps == cfg["warps"] and (g // 16) % warps == 0, (p, t_bits, g, cfg)
+                assert 32 * warps <= 1024 and 32 * warps * 128 <= 65536, (p, t_bits, g, cfg)
+                seen.add(warps)
+    assert seen >= {1, 2, 3, 4}
