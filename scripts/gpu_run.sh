@@ -62,8 +62,9 @@ if [ -n "$PROFILE" ]; then      # PROFILE="scores32 encode16": Nsight Compute on
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
       --section WarpStateStats --section Occupancy --section LaunchStats --section InstructionStats \
       $NCU_ARGS python3 -m benchmarks.gpu --profile "$what" > "$OUT/ncu_$what.txt" 2>&1
+    rc=$?
     set +f
-    echo "ncu exit code $?"
+    echo "ncu exit code $rc"
     grep -vE "^ *-+ +-+|^ *$|^    (OPT|INF)|^          " "$OUT/ncu_$what.txt" | cut -c1-110 | tail -n +3 | head -${NCU_LINES:-90}
   done
 fi
