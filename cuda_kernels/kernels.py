@@ -673,16 +673,12 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     # rather than depend on its version landing there (64 -> 65 would halve the warps)
     jit = cuda.jit if SIM else cuda.jit(launch_bounds=(NT, max(1, 1024 // NT)))
 
-    @jit
-    def polar_encode_rows(keys, length, d, group_size, index, rho_out, theta_out,
-                          r_min, r_step, phi_min, phi_step, flags):
-        # keys (BH * L * d,) float16/32/64, contiguous; outputs as in encode_kernel
+    @cuda.jit(device=True, inline=True)
+    def lane_setup(keys, length, d, group_size):
+        """This thread's place: (n_pairs, n_groups, tid, w, jl, j, active, ax, ay, mine, stride)."""
         # 32-bit divisions (inline; int64 ones are calls): lengths are far below 2**32 tokens
         n_pairs = d // 2
         n_groups = uint32(length) // uint32(group_size)
-        bx = uint32(cuda.blockIdx.x)
-        g = bx % n_groups
-        bh = bx // n_groups
         tid = cuda.threadIdx.x
         lane = tid % 32
         w = tid // 32
@@ -690,29 +686,24 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         j = cuda.blockIdx.y * ROW_PAIRS + jl
         active = j < n_pairs
         jr = j if active else n_pairs - 2          # lanes past P read a real pair; they store nothing
-        narrow = narrow_keys(keys)
-        row = (int64(bh) * length + g * group_size) * d
         if HALF:
             ax, ay = jr, jr + n_pairs              # (x_j, x_j+1), (y_j, y_j+1)
         else:
             ax, ay = 2 * jr, 2 * jr + 2            # (x_j, y_j), (x_j+1, y_j+1)
-        # every load first, with no branch between them: a warp then has 2 * TC loads in
-        # flight, not 2 (a load behind a branch waits for the code before it). Unless EXACT,
-        # a warp's tokens past the group's end repeat its own last one: in bounds, same extremes.
-        xa = cuda.local.array(TC, float32)
-        xb = cuda.local.array(TC, float32)
-        ya = cuda.local.array(TC, float32)
-        yb = cuda.local.array(TC, float32)
-        last = group_size - 1
-        mine = uint32(last - w) // uint32(W)    # the warp's tokens of the group: u = 0 .. mine
+        mine = uint32(group_size - 1 - w) // uint32(W)   # the warp's tokens of the group: u = 0 .. mine
         stride = uint32(W) * uint32(d)          # elements between a warp's tokens (numba: uint64)
-        row += w * d
-        for u in range(TC):
-            o = row + int64((uint32(u) if EXACT else min(uint32(u), mine)) * stride)
-            xa[u], xb[u] = ldg_x2(keys, o + ax)
-            ya[u], yb[u] = ldg_x2(keys, o + ay)
-        rv = cuda.local.array(TC2, float32)
-        pv = cuda.local.array(TC2, float32)
+        return n_pairs, n_groups, tid, w, jl, j, active, ax, ay, mine, stride
+
+    @cuda.jit(device=True, inline=True)
+    def token_offset(row, u, mine, stride):
+        """Element offset of the warp's token u (row: its token 0). Unless EXACT, a warp's tokens
+        past the group's end repeat its own last one: in bounds, same extremes."""
+        return row + int64((uint32(u) if EXACT else min(uint32(u), mine)) * stride)
+
+    @cuda.jit(device=True, inline=True)
+    def polar_all(xa, xb, ya, yb, rv, pv, narrow):
+        """r and phi of the thread's token-pairs into rv, pv; their extremes (lo_r0, lo_r1,
+        hi_r0, hi_r1, lo_p0, lo_p1, hi_p0, hi_p1) for pairs j and j + 1."""
         lo_r0 = FINF
         lo_r1 = FINF
         hi_r0 = -FINF
@@ -740,9 +731,16 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
             hi_r1 = max(hi_r1, r1)
             lo_p1 = min(lo_p1, p1)
             hi_p1 = max(hi_p1, p1)
+        return lo_r0, lo_r1, hi_r0, hi_r1, lo_p0, lo_p1, hi_p0, hi_p1
+
+    @cuda.jit(device=True, inline=True)
+    def group_range(red, fin, ext, geo, bh, g, params, flags):
+        """The group's range over the block (two barriers): its parameters to global memory,
+        its binning constants to fin."""
+        lo_r0, lo_r1, hi_r0, hi_r1, lo_p0, lo_p1, hi_p0, hi_p1 = ext
+        n_pairs, n_groups, tid, w, jl, j, active, ax, ay, mine, stride = geo
+        r_min, r_step, phi_min, phi_step = params
         # stage 1: every thread's extremes, as minima ([quantity][warp][pair])
-        red = cuda.shared.array(NREDW, float32, alignment=SHARED_ALIGN)
-        fin = cuda.shared.array(NFIN, float32, alignment=SHARED_ALIGN)
         base = w * ROW_PAIRS + jl
         sts_f32x2(red, base, lo_r0, lo_r1)
         sts_f32x2(red, W * ROW_PAIRS + base, -hi_r0, -hi_r1)
@@ -777,8 +775,12 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
                     stg(phi_min, o, lo)
                     stg(phi_step, o, step)
         cuda.syncthreads()
-        if not active:
-            return
+
+    @cuda.jit(device=True, inline=True)
+    def write_codes(fin, rv, pv, geo, bh, g, group_size, outs):
+        """Codes of the thread's token-pairs, two pairs to a 2-byte store (active lanes only)."""
+        n_pairs, n_groups, tid, w, jl, j, active, ax, ay, mine, stride = geo
+        index, rho_out, theta_out = outs
         pre_r0, pre_r1 = lds_f32x2(fin, jl)
         los_r0, los_r1 = lds_f32x2(fin, ROW_PAIRS + jl)
         inv_r0, inv_r1 = lds_f32x2(fin, 2 * ROW_PAIRS + jl)
@@ -799,6 +801,36 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
                     stg_u16(rho_out, o, cr0 | (cr1 << U8))
                     stg_u16(theta_out, o, ct0 | (ct1 << U8))
             o += wp
+
+    @jit
+    def polar_encode_rows(keys, length, d, group_size, index, rho_out, theta_out,
+                          r_min, r_step, phi_min, phi_step, flags):
+        # keys (BH * L * d,) float16/32/64, contiguous; outputs as in encode_kernel
+        geo = lane_setup(keys, length, d, group_size)
+        n_pairs, n_groups, tid, w, jl, j, active, ax, ay, mine, stride = geo
+        bx = uint32(cuda.blockIdx.x)
+        g = bx % n_groups
+        bh = bx // n_groups
+        narrow = narrow_keys(keys)
+        row = (int64(bh) * length + g * group_size + w) * d
+        # every load first, with no branch between them: a warp then has 2 * TC loads in
+        # flight, not 2 (a load behind a branch waits for the code before it)
+        xa = cuda.local.array(TC, float32)
+        xb = cuda.local.array(TC, float32)
+        ya = cuda.local.array(TC, float32)
+        yb = cuda.local.array(TC, float32)
+        for u in range(TC):
+            o = token_offset(row, u, mine, stride)
+            xa[u], xb[u] = ldg_x2(keys, o + ax)
+            ya[u], yb[u] = ldg_x2(keys, o + ay)
+        rv = cuda.local.array(TC2, float32)
+        pv = cuda.local.array(TC2, float32)
+        ext = polar_all(xa, xb, ya, yb, rv, pv, narrow)
+        red = cuda.shared.array(NREDW, float32, alignment=SHARED_ALIGN)
+        fin = cuda.shared.array(NFIN, float32, alignment=SHARED_ALIGN)
+        group_range(red, fin, ext, geo, bh, g, (r_min, r_step, phi_min, phi_step), flags)
+        if active:
+            write_codes(fin, rv, pv, geo, bh, g, group_size, (index, rho_out, theta_out))
 
     return polar_encode_rows
 

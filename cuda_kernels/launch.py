@@ -241,8 +241,9 @@ def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
     """Launch configuration of the encode kernels.
 
     rows=True (v2, `encode_rows_kernel`): `warps` warps, each `tokens_per_warp`
-    tokens of the group, square roots by `kernels.root_1p`; needs P even and
-    keys aligned to two elements. The warps divide the group where a power of
+    tokens of the group, square roots by the IEEE sqrt (fast_root=True: `kernels.root_1p`,
+    rsqrt and a Newton step, fewer instructions but 3-5 % slower on an H200 in two of three
+    runs); needs P even and keys aligned to two elements. The warps divide the group where a power of
     two >= 4 does with at most ENCODE_TOKENS tokens a warp (then `exact`: no
     token past the group's end to guard).
     rows=False (v1, `encode_kernel`): PT pairs x CH token slots, TC tokens a thread.
@@ -256,7 +257,7 @@ def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
         if group_size % w and two >= 4 and group_size // min(w, two) <= ENCODE_TOKENS:
             w = min(w, two)                             # (more tokens a warp would spill)
         tc = -(-group_size // w)
-        return dict(kind="rows", warps=w, tokens_per_warp=tc, fast_root=True, exact=w * tc == group_size)
+        return dict(kind="rows", warps=w, tokens_per_warp=tc, fast_root=False, exact=w * tc == group_size)
     pt = min(32, n_pairs)
     ch = max(1, min(256 // pt, group_size))
     if SIM:

@@ -52,6 +52,8 @@ ENCODE_CONFIGS = {   # every encode kernel and option, forced through launch_enc
     "v2 rows, 16 warps as on the GPU": dict(kind="rows", warps=16, tokens_per_warp=2, fast_root=True),
     "v2 rows, warps dividing the group (exact)": lambda g: dict(kind="rows", warps=4, tokens_per_warp=g // 4,
                                                                 fast_root=True, exact=True),
+    "v2 rows, IEEE sqrt, exact (the default)": lambda g: dict(kind="rows", warps=4, tokens_per_warp=g // 4,
+                                                              fast_root=False, exact=True),
 }
 
 
@@ -163,7 +165,8 @@ def _edge_keys(kind):
 
 
 @pytest.mark.parametrize("kind", ["float32 subnormals", "angles next to 2*pi", "float16 angles next to 2*pi"])
-@pytest.mark.parametrize("config", ["v1 tile", "v2 rows, fast root", "v2 rows, warps dividing the group (exact)"])
+@pytest.mark.parametrize("config", ["v1 tile", "v2 rows, fast root", "v2 rows, warps dividing the group (exact)",
+                                    "v2 rows, IEEE sqrt, exact (the default)"])
 def test_encode_edge_values_match_golden(config, kind):
     """Both encode kernels on keys where float32 differs most from the golden model's float64:
     subnormal keys (codes and steps must not overflow) and negative angles that round to 2*pi
@@ -189,3 +192,4 @@ def test_encode_refuses_a_config_that_does_not_fit_the_group(config):
     out = [cuda.device_array(n, t) for n, t in ((128, np.uint8),) * 3 + ((4, np.float32),) * 4 + ((1, np.int32),)]
     with pytest.raises(ValueError, match="covers (28|36|64) tokens a group with (4|64) warps; group_size is 32"):
         CL.launch_encode(keys, 4, 4, 32, "half", *out, config=config)
+
