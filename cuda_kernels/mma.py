@@ -575,6 +575,25 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 stg(rcs, buf * NRC + j + RPAD * (j // CP), h2_pack(st, c))
 
     @cuda.jit(device=True, inline=True)
+    def kstep(tab, xch, rc0, rc1, xa, xb, s, base, magic, q0, q1, c0, c1, c2, c3):
+        """k-step s of one tile (index words xa, xb of tokens gid, gid + 8): column pair tig <-
+        pair tig * CP + 2 s (byte 2 (s % 2) of the words, radius constants rc0), column pair
+        tig + 4 <- the next pair (rc1); C += A B with B = (q0, q1)."""
+        ka0, kb0 = decode_pair(tab, rc0, xa, xb, 2 * (s & 1), base, 2 * s, magic)
+        ka1, kb1 = decode_pair(tab, rc1, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1, magic)
+        return mma_16816(xch, ka0, kb0, ka1, kb1, q0, q1, c0, c1, c2, c3)
+
+    @cuda.jit(device=True, inline=True)
+    def take_params(pq, rq, npq, nrq):
+        """The next group's parameters (npq, nrq, loaded during this group) become the current ones."""
+        for it in range(NIT_T):
+            pq[it, 0] = npq[it, 0]
+            pq[it, 1] = npq[it, 1]
+        for it in range(NIT_P):
+            rq[it, 0] = nrq[it, 0]
+            rq[it, 1] = nrq[it, 1]
+
+    @cuda.jit(device=True, inline=True)
     def store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, c0, c1, c2, c3):
         """C of tile u: rows gid, gid + 8 (tokens), columns 2 tig, 2 tig + 1 (heads)."""
         tok = int64(g) * G + (warp * TPW + u) * 16 + gid
@@ -639,25 +658,15 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 c3 = F0
                 for s in range(KS):
                     w = s >> 1
-                    xa = wa[u, w]
-                    xb = wb[u, w]
-                    j = tig * CP + 2 * s
-                    # k-step s: column pair tig <- pair j (bytes 2(s%2)), column pair tig+4 <- pair j+1
-                    rc0, rc1 = lds_u32x2(rcs, rbase + j)
-                    ka0, kb0 = decode_pair(tab, rc0, xa, xb, 2 * (s & 1), base, 2 * s, magic)
-                    ka1, kb1 = decode_pair(tab, rc1, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1, magic)
-                    c0, c1, c2, c3 = mma_16816(xch, ka0, kb0, ka1, kb1, b0[s], b1[s], c0, c1, c2, c3)
+                    rc0, rc1 = lds_u32x2(rcs, rbase + tig * CP + 2 * s)
+                    c0, c1, c2, c3 = kstep(tab, xch, rc0, rc1, wa[u, w], wb[u, w], s, base, magic,
+                                           b0[s], b1[s], c0, c1, c2, c3)
                 store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, c0, c1, c2, c3)
             for u in range(TPW):
                 for w in range(NWD):
                     wa[u, w] = na[u, w]
                     wb[u, w] = nb[u, w]
-            for it in range(NIT_T):
-                pq[it, 0] = npq[it, 0]
-                pq[it, 1] = npq[it, 1]
-            for it in range(NIT_P):
-                rq[it, 0] = nrq[it, 0]
-                rq[it, 1] = nrq[it, 1]
+            take_params(pq, rq, npq, nrq)
 
     @jit
     def polar_scores_mma_lean(index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
@@ -710,27 +719,17 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 for s2 in range(2 * FW):
                     s = 2 * FW * v + s2
                     w = s >> 1
-                    j = tig * CP + 2 * s
                     q0, q1 = lds_u32x2(bq, 2 * (32 * s + lane))
-                    rc0, rc1 = lds_u32x2(rcs, rbase + j)
+                    rc0, rc1 = lds_u32x2(rcs, rbase + tig * CP + 2 * s)
                     for u in range(TPW):
-                        xa = wa[u, w]
-                        xb = wb[u, w]
-                        # k-step s: column pair tig <- pair j (bytes 2(s%2)), column pair tig+4 <- pair j+1
-                        ka0, kb0 = decode_pair(tab, rc0, xa, xb, 2 * (s & 1), base, 2 * s, magic)
-                        ka1, kb1 = decode_pair(tab, rc1, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1, magic)
-                        acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3] = mma_16816(
-                            xch, ka0, kb0, ka1, kb1, q0, q1, acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3])
+                        acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3] = kstep(
+                            tab, xch, rc0, rc1, wa[u, w], wb[u, w], s, base, magic, q0, q1,
+                            acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3])
                 if more:                            # those words are done: the next group's into them
                     fetch_words(index, row1, warp, gid, tig, FW * v, wa, wb)
             for u in range(TPW):
                 store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, acc[u, 0], acc[u, 1], acc[u, 2],
                              acc[u, 3])
-            for it in range(NIT_T):
-                pq[it, 0] = npq[it, 0]
-                pq[it, 1] = npq[it, 1]
-            for it in range(NIT_P):
-                rq[it, 0] = nrq[it, 0]
-                rq[it, 1] = nrq[it, 1]
+            take_params(pq, rq, npq, nrq)
 
     return polar_scores_mma_lean if lean else polar_scores_mma
