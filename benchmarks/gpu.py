@@ -185,7 +185,12 @@ def scores_variants():
         ("mma gpb8", "mma", dict(groups_per_block=8)),
         ("mma gpb16", "mma", dict(groups_per_block=16)),
         ("mma 4B loads", "mma", dict(wide_loads=False)),
-        ("mma 4 warps", "mma", dict(warps=4)),         # v2.3.1: 4 warps of 2 tiles (the default is 2 of 4)
+        ("mma 4 warps", "mma", dict(slots=1, warps=4)),   # v2.3.1: 4 warps of 2 tiles of 16 tokens
+        ("mma 1 slot", "mma", dict(slots=1)),           # v2.4: one token a row of A, 2 warps of 4 tiles
+        ("mma s2 w1", "mma", dict(slots=2, warps=1)),   # v2.5 (2 tokens a row, 2 warps of 2 tiles) with 1 warp
+        ("mma s2 w4", "mma", dict(slots=2, warps=4)),   # ... with 4 warps of 1 tile
+        ("mma s2 8B", "mma", dict(slots=2, words_per_load=2)),   # ... with 8-byte index loads
+        ("mma r112", "mma", dict(max_registers=112)),   # 9 blocks a SM (shared memory allows 9)
         ("f32 nt128 tpt1", "float32", dict(threads=128, tokens_per_thread=1)),
         ("f32 nt32 tpt4", "float32", dict(threads=32, tokens_per_thread=4)),
         ("f32 regs64", "float32", dict(max_registers=64)),
@@ -201,7 +206,7 @@ def scores_launch(table, dev, out, flags, batch, length, **over):
     args = (dev["index"], dev["r_min"], dev["r_step"], dev["phi_min"], dev["phi_step"], dev["queries"],
             G, "half", M, out, length, bhs, n)
     if table == "mma":
-        cfg = CL.mma_config(P, R_BITS, T_BITS, G, n, bhs, ptr, **over)
+        cfg = CL.mma_config(P, R_BITS, T_BITS, G, n, bhs, ptr, M, **over)
         return cfg, lambda: CL.launch_mma_scores(*args, flags, cfg)
     cfg = CL.scores_config(P, R_BITS, T_BITS, G, M, table, ptr, **over)
     return cfg, lambda: CL.launch_scores(*args, cfg)
@@ -367,7 +372,7 @@ def dump_sass(folder, batch=1, length=4096):
     _, dev = random_code(rng, batch, length)
     out = cuda.device_array(bhs * M * length, dtype=np.float32)
     flags = cuda.to_device(np.zeros(1, np.int32))
-    w_gpu = CL.mma_config(P, R_BITS, T_BITS, G, 131072 // G, 8 * H_KV)     # W-GPU's groups a block
+    w_gpu = CL.mma_config(P, R_BITS, T_BITS, G, 131072 // G, 8 * H_KV, 0, M)     # W-GPU's groups a block
     cfg, launch = scores_launch("mma", dev, out, flags, batch, length, groups_per_block=w_gpu["groups_per_block"])
     launch()
     cuda.synchronize()

@@ -450,22 +450,28 @@ def launch_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, 
                                   np.uint32(0x3F800000))
 
 
-def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0, **overrides) -> dict:
+def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0,
+               n_heads=MMA.MMA_HEADS, **overrides) -> dict:
     """Compile-time configuration of mma.mma_scores_kernel: a block scores enough groups of one
     KV head to amortise loading its query fragments, while the grid keeps about 2048 blocks or more
     (W-GPU: 32 groups a block, measured best of 1, 8, 16, 32 with v2.2). lean (v2.3, fewer
-    registers: 0.304 ms on W-GPU against v2.2's 0.400) wherever mma.lean_fits, and
-    mma.default_warps, unless overridden."""
+    registers: 0.304 ms on W-GPU against v2.2's 0.400) wherever mma.lean_fits; two tokens a row of
+    A (v2.5, mma.default_slots) where n_heads query heads a KV head fit 4 columns and a block
+    scores 2 groups or more (with one group a block the prologue, twice as many query fragments,
+    is not amortised: B = 8, L = 4096, 1 group a block: 1 slot 0.0146 ms, 2 slots 0.0157; B = 1,
+    L = 131072, 2 groups a block: 0.0410 and 0.0401); and mma.default_warps, unless overridden."""
     gpb = 1
     while gpb < 32 and 2 * gpb * 2048 <= n_groups * bhs:      # powers of two: few compiled variants
         gpb *= 2
+    gpb = overrides.get("groups_per_block", gpb)
+    lean = overrides.get("lean", MMA.lean_fits(n_pairs, t_bits))
     cfg = dict(n_pairs=n_pairs, r_bits=r_bits, t_bits=t_bits, group_size=group_size,
                groups_per_block=gpb,
                wide_loads=n_pairs % 64 == 0 and index_ptr % 16 == 0,
-               lean=MMA.lean_fits(n_pairs, t_bits))
+               lean=lean, slots=MMA.default_slots(n_heads, n_pairs, t_bits, group_size) if lean and gpb > 1 else 1)
     cfg.update(overrides)
     if "warps" not in overrides:              # v2.2 keeps 2 KS B registers a tile: 4 warps there
-        cfg["warps"] = (MMA.default_warps(n_pairs, t_bits, group_size) if cfg["lean"]
+        cfg["warps"] = (MMA.default_warps(n_pairs, t_bits, group_size, cfg["slots"]) if cfg["lean"]
                         else MMA.mma_warps(group_size))
     return cfg
 
@@ -478,8 +484,9 @@ def launch_mma_scores(index, r_min, r_step, phi_min, phi_step, queries, group_si
     kern = MMA.mma_scores_kernel(**config)
     n_pairs, gpb = config["n_pairs"], config["groups_per_block"]
     x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
-    threads = 32 * MMA.mma_warps(group_size, config.get("warps", 0))
-    grid = _grid(-(-n_groups // gpb), bhs, -(-n_heads // MMA.MMA_HEADS))
+    slots = config.get("slots", 1)
+    threads = 32 * MMA.mma_warps(group_size, config.get("warps", 0), slots)
+    grid = _grid(-(-n_groups // gpb), bhs, -(-n_heads // (MMA.MMA_HEADS // slots)))
     kern[grid, threads](index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
                         n_groups, n_heads, out, out_len, flags, MMA.radius_magic(config["t_bits"]))
 
@@ -538,7 +545,7 @@ def scores(queries, code: PolarCode, table="float32"):
         if table == "mma" and MMA.mma_eligible(n_pairs, code.t_bits, g) and ptr % 4 == 0 \
                 and bhs <= GRID_Y_MAX and -(-n_heads // MMA.MMA_HEADS) <= GRID_Y_MAX:
             flags = cuda.to_device(np.zeros(1, dtype=np.int32))
-            cfg = mma_config(n_pairs, code.r_bits, code.t_bits, g, n_groups, bhs, ptr)
+            cfg = mma_config(n_pairs, code.r_bits, code.t_bits, g, n_groups, bhs, ptr, n_heads)
             launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q_flat, g, code.pairing,
                               n_heads, out, length, bhs, n_groups, flags, cfg)
             if int(flags.copy_to_host()[0]):

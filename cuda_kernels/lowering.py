@@ -66,7 +66,8 @@ def _cases():
             yield (f"scores {table} {cfg}", K.scores_kernel(**cfg),
                    (u8, *params, f32, 1, 1, 1, 1, 1, f32, 1, np.uint32(0)))
     for n_pairs, t_bits, n_groups, bhs, ptr in ((64, 4, 1024, 64, 0), (16, 2, 2, 1, 4), (32, 5, 4, 2, 0)):
-        for variant in ({}, dict(lean=False)):         # the launcher's default (v2.3) and v2.2
+        # the launcher's defaults for 4 heads (v2.5: 2 token slots) and 8 heads (1 slot), and v2.2
+        for variant in (dict(n_heads=4), {}, dict(lean=False)):
             cfg = L.mma_config(n_pairs, 4, t_bits, 16 if n_pairs < 64 else 128, n_groups, bhs, ptr, **variant)
             yield (f"scores mma {cfg}", MMA.mma_scores_kernel(**cfg),
                    (u8, *params, f32, 1, 1, 1, 1, f32, 1, i32, np.uint32(0)))
@@ -142,7 +143,9 @@ def write_sass(folder: str, pattern: str = "") -> int:
                                   launch_bounds=bounds)
         with open(stem + ".ptx", "w") as f:
             f.write(ptx)
-        report = subprocess.run([ptxas, "-arch=sm_90", "-v", "-o", stem + ".cubin", stem + ".ptx"],
+        cap = getattr(kern, "targetoptions", {}).get("max_registers")      # as numba passes it to ptxas
+        report = subprocess.run([ptxas, "-arch=sm_90", "-v", *([f"-maxrregcount={cap}"] if cap else []),
+                                 "-o", stem + ".cubin", stem + ".ptx"],
                                 capture_output=True, text=True, check=True).stderr
         flag = "-sass" if dump.endswith("cuobjdump") else "-c"
         sass = subprocess.run([dump, flag, stem + ".cubin"], capture_output=True, text=True, check=True).stdout

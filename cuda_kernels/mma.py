@@ -62,6 +62,7 @@ def radius_magic(t_bits: int) -> np.uint32:
 MMA_K_PAIRS = 8                                      # one m16n8k16 k-step = 16 dims = 8 pairs
 MMA_HEADS = 8                                        # n = 8 columns: up to 8 query heads per launch row
 LEAN_RPAD = 2                                        # lean: words between radius constants of chunks
+SLOTS = (1, 2, 4)                                    # tokens a row of A (see mma_scores_kernel)
 
 
 # --------------------------------------------------------------------------
@@ -276,60 +277,77 @@ else:
     sts_u32x4 = _vector_store(_I32, 4, 16, value=types.uint32)
 
 
-def table_layout(n_pairs: int, t_bits: int) -> tuple[int, int]:
-    """(ALIGN, STRIDE) in bytes of the angle table (see mma_scores_kernel): 4 chunks of STRIDE."""
+def table_layout(n_pairs: int, t_bits: int, chunks: int = 4) -> tuple[int, int]:
+    """(ALIGN, STRIDE) in bytes of the angle table (see mma_scores_kernel): `chunks` chunks of STRIDE."""
     row = 4 << t_bits
     align = max(64, row)                 # chunk bases: the bits of theta * 4 (2 .. t_bits + 1) clear
-    return align, -(-(n_pairs // 4 * row) // align) * align + align
+    return align, -(-(n_pairs // chunks * row) // align) * align + align
 
 
-def shared_bytes(n_pairs: int, t_bits: int, lean: bool = False) -> int:
+def shared_bytes(n_pairs: int, t_bits: int, lean: bool = False, slots: int = 1) -> int:
     """Static shared memory of mma_scores_kernel: two tables, two sets of radius constants (lean:
     padded, and the B fragments of every lane and k-step)."""
-    extra = 2 * 4 * LEAN_RPAD * 4 + 2 * 32 * (n_pairs // MMA_K_PAIRS) * 4 if lean else 0
-    return 2 * 4 * table_layout(n_pairs, t_bits)[1] + 2 * n_pairs * 4 + 24 + extra
+    chunks = 4 // slots
+    k_steps = n_pairs * slots // MMA_K_PAIRS
+    extra = 2 * chunks * LEAN_RPAD * 4 + 2 * 32 * k_steps * 4 if lean else 0
+    return 2 * chunks * table_layout(n_pairs, t_bits, chunks)[1] + 2 * n_pairs * 4 + 24 + extra
 
 
-def mma_eligible(n_pairs: int, t_bits: int, group_size: int) -> bool:
-    """Shapes the tensor-core kernel takes: P a multiple of 16 (4-byte index words per lane),
-    G a multiple of 16 (mma tiles of 16 tokens), t_bits >= 2 (table rows are written 4 entries a
-    store), and its shared memory within the 48 KiB a block may declare statically."""
-    return (n_pairs % 16 == 0 and group_size % 16 == 0 and t_bits >= 2
-            and shared_bytes(n_pairs, t_bits) <= 48 * 1024)
+def mma_eligible(n_pairs: int, t_bits: int, group_size: int, slots: int = 1) -> bool:
+    """Shapes the tensor-core kernel takes: P / (4 / slots) pairs a lane a multiple of 4 (4-byte
+    index words; slots = 1: P a multiple of 16), G a multiple of 16 * slots (mma tiles of 16 rows,
+    `slots` tokens a row), t_bits >= 2 (table rows are written 4 entries a store), and its shared
+    memory within the 48 KiB a block may declare statically."""
+    return (slots in SLOTS and n_pairs * slots % 16 == 0 and group_size % (16 * slots) == 0
+            and t_bits >= 2 and shared_bytes(n_pairs, t_bits, slots=slots) <= 48 * 1024)
 
 
-def lean_fits(n_pairs: int, t_bits: int) -> bool:
+def lean_fits(n_pairs: int, t_bits: int, slots: int = 1) -> bool:
     """v2.3 (lean) on top of mma_eligible: its larger shared memory within 48 KiB, and the padded
-    radius constants of the 4 lane groups (words tig * (P / 4 + LEAN_RPAD) + 0, 1) in disjoint
+    radius constants of the lane groups (words chunk * (CP + LEAN_RPAD) + 0, 1) in disjoint
     banks, so that each half-warp phase of an LDS.64 is one wavefront (true for every P that is a
     multiple of 16: the stride is 2 mod 4)."""
-    stride = n_pairs // 4 + LEAN_RPAD
-    banks = {(tig * stride + k) % 32 for tig in range(4) for k in range(2)}
-    return len(banks) == 8 and shared_bytes(n_pairs, t_bits, lean=True) <= 48 * 1024
+    chunks = 4 // slots
+    stride = n_pairs // chunks + LEAN_RPAD
+    banks = {(c * stride + k) % 32 for c in range(chunks) for k in range(2)}
+    return len(banks) == 2 * chunks and shared_bytes(n_pairs, t_bits, lean=True, slots=slots) <= 48 * 1024
 
 
-def mma_warps(group_size: int, warps: int = 0) -> int:
-    """Warps of a block: `warps` if it divides the group's 16-token tiles, else the most of 4, 3, 2, 1 that do."""
-    n_tiles = group_size // 16
+def default_slots(n_heads: int, n_pairs: int, t_bits: int, group_size: int) -> int:
+    """Token slots of the launcher's kernel: 2 where the query heads of a KV head fit half the mma's
+    8 columns (n_heads <= 4) and the lean kernel takes the shape, else 1. With 2 slots a row of A
+    holds two tokens and each half of B the same heads (v2.5): no column is wasted on a missing head,
+    and a lookup's lanes read 2 table rows in opposite bank halves, one shared-memory wavefront
+    instead of 2."""
+    if n_heads <= MMA_HEADS // 2 and mma_eligible(n_pairs, t_bits, group_size, 2) and lean_fits(n_pairs, t_bits, 2):
+        return 2
+    return 1
+
+
+def mma_warps(group_size: int, warps: int = 0, slots: int = 1) -> int:
+    """Warps of a block: `warps` if it divides the group's tiles (16 * slots tokens each), else the
+    most of 4, 3, 2, 1 that do."""
+    n_tiles = group_size // (16 * slots)
     if warps and n_tiles % warps == 0:
         return warps
     return next(w for w in (4, 3, 2, 1) if n_tiles % w == 0)
 
 
-def default_warps(n_pairs: int, t_bits: int, group_size: int) -> int:
-    """The launcher's warps a block: 4 tiles a warp where that divides the group's tiles and each
-    thread then builds at most 4 table stores a group, else mma_warps' choice. A warp's k-step loads
-    of B fragments and radius constants serve all its tiles, so 4 tiles a warp spend fewer
-    shared-memory wavefronts a token than 2 (W-GPU: 2 warps of 4 tiles 0.269 ms, 128 registers,
-    against 4 warps of 2 tiles 0.288 ms, 72 registers; the kernel is bound by L1 wavefronts)."""
-    n_tiles = group_size // 16
+def default_warps(n_pairs: int, t_bits: int, group_size: int, slots: int = 1) -> int:
+    """The launcher's warps a block: 64 tokens a warp (4 tiles of 16, or 2 of 32 with 2 slots) where
+    that divides the group and each thread then builds at most 4 table stores a group, else
+    mma_warps' choice. A warp's k-step loads of B fragments and radius constants serve all its
+    tiles, so more tiles a warp spend fewer shared-memory wavefronts a token (W-GPU, 1 slot: 2 warps
+    of 4 tiles 0.269 ms, 128 registers, against 4 warps of 2 tiles 0.288 ms, 72 registers; the
+    kernel is bound by L1 wavefronts). With 2 slots, 2 warps of 2 tiles: 0.2425 ms, against 4
+    warps of 1 tile 0.2617 and 1 warp of 4 tiles 0.52 (that warp builds the whole table alone)."""
     quads = n_pairs * (1 << t_bits) // 4
-    w = n_tiles // 4
+    w = group_size // 64
     # at most 4 such warps: 128 threads x ~128 registers stay far inside a block's 1024 threads
     # and 64 K registers (G = 2048 would ask for 32 warps and 128 K registers)
-    if n_tiles % 4 == 0 and 1 <= w <= 4 and quads <= 4 * 32 * w:
+    if group_size % 64 == 0 and 1 <= w <= 4 and quads <= 4 * 32 * w:
         return w
-    return mma_warps(group_size)
+    return mma_warps(group_size, slots=slots)
 
 
 @lru_cache(maxsize=None)
@@ -355,36 +373,43 @@ def _pair_decoder(r_bits: int, t_bits: int):
         prmt puts byte k of xa in byte 0 and byte k of xb in byte 2: the radius
         codes of both tokens land in the mantissas of one float16x2 (magic is
         radius_magic(t_bits), an argument so that the mask-and-or is one LOP3);
-        subtracting magic leaves rho exactly, and r_hat = rho * step + c is one
-        rounding (rc is the float16x2 (step, c = r_min + step / 2); the fma broadcasts
+        subtracting magic leaves rho exactly, and -r_hat = rho * (-step) - c is one
+        rounding (rc is the float16x2 -(step, c = r_min + step / 2); the fma broadcasts
         each half, which the hardware does as an operand swizzle, no instruction).
+        The table holds -(cos, sin) (see build): the product is r_hat * (cos, sin), the
+        signs cancelling exactly.
         """
         csa = lds_at(tab, bin_word(xa, k, base) + uint32(row * ROWB))
         csb = lds_at(tab, bin_word(xb, k, base) + uint32(row * ROWB))
         hr = (prmt(xa, xb, uint32(k | ((4 + k) << 8))) & RMASK2) | magic   # 2**(10 - t_bits) + rho
-        r = h2_fma_lohi(h2_sub(hr, magic), rc)                # r_hat of both tokens
+        r = h2_fma_lohi(h2_sub(hr, magic), rc)                # -r_hat of both tokens
         return h2_mul_lo(r, csa), h2_mul_hi(r, csb)
 
     return decode_pair
 
 
 @lru_cache(maxsize=None)
-def _query_loader(n_pairs: int):
+def _query_loader(n_pairs: int, slots: int = 1):
     """load_queries: a lane's B fragments (float16x2) of every k-step; True if a query is beyond float16."""
-    KS = n_pairs // MMA_K_PAIRS
-    CP = n_pairs // 4
+    CP = n_pairs * slots // 4             # pairs of a chunk
+    KS = CP // 2
+    HS = MMA_HEADS // slots               # heads a token slot
 
     @cuda.jit(device=True, inline=True)
     def load_queries(queries, bh, n_heads, gid, tig, x_stride, y_offset, b0, b1):
-        # head blockIdx.z * 8 + gid; k-step s: pairs tig * CP + 2 s (b0) and + 1 (b1)
-        head = cuda.blockIdx.z * MMA_HEADS + gid
+        # column gid: head blockIdx.z * HS + gid % HS of token slot gid // HS. k-step s: column
+        # pairs tig (b0) and tig + 4 (b1) hold pairs chunk * CP + 2 s and + 1 of token slot
+        # tig % slots, so B is the query where the two slots agree and 0 elsewhere
+        head = cuda.blockIdx.z * HS + gid % HS
+        use = head < n_heads and gid // HS == tig % slots
+        chunk = tig // slots
         qbase = (int64(bh) * n_heads + head) * (2 * n_pairs)
         big = False
         for s in range(KS):
             b0[s] = uint32(0)
             b1[s] = uint32(0)
-            if head < n_heads:
-                j = tig * CP + 2 * s
+            if use:
+                j = chunk * CP + 2 * s
                 qx0 = ldg_f32(queries, qbase + j * x_stride)
                 qy0 = ldg_f32(queries, qbase + j * x_stride + y_offset)
                 qx1 = ldg_f32(queries, qbase + (j + 1) * x_stride)
@@ -400,7 +425,7 @@ def _query_loader(n_pairs: int):
 @lru_cache(maxsize=None)
 def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                       groups_per_block: int, wide_loads: bool = True, warps: int = 0,
-                      max_registers: int = 0, lean: bool = False):
+                      max_registers: int = 0, lean: bool = False, slots: int = 1, words_per_load: int = 0):
     """Kernel factory: tensor-core scores of the quantized tokens.
 
     grid (ceil(n_groups / groups_per_block), BH, ceil(M / 8)); block 32 * W
@@ -411,6 +436,20 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     a group), then each warp decodes and multiplies its tiles while the next
     group's index words and parameters are loading into registers. wide_loads: 16-byte index loads (needs P % 64 == 0
     and a 16-byte aligned index), else 4-byte loads.
+
+    slots (v2.5; the launcher takes 2 where the heads of a KV head fit 4 columns,
+    see default_slots): tokens a row of A. With S slots a tile is 16 S tokens,
+    row m holding tokens m + 16 j (j < S), and the 8 columns of B and C are S
+    slots of 8 / S heads: B column n holds the queries of head n % (8 / S) in
+    the A columns of slot n // (8 / S) and zeros elsewhere, so C column n is
+    the scores of that slot's token. Lane tig decodes slot tig % S and chunk
+    tig // S of the 4 / S chunks (P S / 4 pairs each); a k-step covers 2 pairs
+    of each chunk. What it buys at S = 2, W-GPU (M = 4): no C column wasted on
+    a missing head (v2.4 left 4 of 8 columns zero), and a lookup instruction
+    reads 2 table rows, which the chunk stride puts in opposite bank halves:
+    one shared-memory wavefront instead of 2 (ncu: 23.2 M shared-load
+    wavefronts a launch instead of 37.9 M). words_per_load: lean's index
+    words a load (default 2 with one slot, 4 with more).
 
     Table layout: lane tig reads only the pairs of its index bytes, chunk tig,
     whose rows (one per pair, 2**t_bits words) start at byte tig * STRIDE. In
@@ -444,7 +483,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         8-byte blocks of one LDS.64 fall in disjoint banks (CP words apart, as in
         v2.2, they can share banks: two and two if P % 64 == 0, all four if
         P % 128 == 0).
-    Both versions keep a pair's radius constants as one float16x2 (step, c): a
+    Both versions keep a pair's radius constants as one float16x2 -(step, c): a
     k-step's two pairs are one LDS.64, 2 shared-memory wavefronts (a wavefront
     delivers at most 128 bytes, 4 a lane; ncu on v2.3 with (step, step) and (c, c)
     words counted 4 for its LDS.128), and the fma takes each half as an operand
@@ -453,23 +492,27 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     LLVM does not fully unroll one loop of KS k-steps with the loads inside,
     and then the local arrays would live in local memory.
     """
-    P, G, GPB = n_pairs, group_size, groups_per_block
-    assert mma_eligible(P, t_bits, G)
-    KS = P // MMA_K_PAIRS                 # k-steps
-    CP = P // 4                           # index bytes per lane and token (pairs tig * CP ...)
+    P, G, GPB, S = n_pairs, group_size, groups_per_block, slots
+    assert mma_eligible(P, t_bits, G, S) and (S == 1 or lean), (P, t_bits, G, S, lean)
+    NCH = 4 // S                          # chunks: lane tig reads chunk tig // S of token slot tig % S
+    CP = P // NCH                         # pairs of a chunk = index bytes per lane and token
+    KS = CP // 2                          # k-steps a tile
     NWD = CP // 4                         # index words per lane and token
     WIDE = bool(wide_loads) and NWD % 4 == 0
-    FW = 2 if (lean and WIDE) else 1      # lean: index words per load
-    NTILE = G // 16
-    NWARP = mma_warps(G, warps)
+    FW = (words_per_load or (2 if S == 1 else 4)) if (lean and WIDE) else 1   # lean: index words a load
+    assert FW in (1, 2, 4) and NWD % FW == 0, (FW, NWD)
+    TT = 16 * S                           # tokens a tile: 16 rows of S tokens
+    HS = MMA_HEADS // S                   # heads a token slot (columns of B and C)
+    NTILE = G // TT
+    NWARP = mma_warps(G, warps, S)
     TPW = NTILE // NWARP                  # tiles per warp
     NT = 32 * NWARP
     NTAB = 1 << t_bits
-    ALIGN, STRIDE = table_layout(P, t_bits)
+    ALIGN, STRIDE = table_layout(P, t_bits, NCH)
     TAB_ALIGN = None if SIM else ALIGN
-    TABN = STRIDE                         # table words: 4 chunks of STRIDE bytes
-    RPAD = LEAN_RPAD if lean else 0       # words between the radius constants of chunks tig - 1 and tig
-    NRC = P + 4 * RPAD                    # radius constants: one float16x2 (step, c) a pair
+    TABN = NCH * STRIDE // 4              # table words: NCH chunks of STRIDE bytes
+    RPAD = LEAN_RPAD if lean else 0       # words between the radius constants of chunks c - 1 and c
+    NRC = P + NCH * RPAD                  # radius constants: one float16x2 -(step, c) a pair
     TABN2, NRC2 = 2 * TABN, 2 * NRC        # double buffers (shared shapes must be plain constants)
     NBQ = 2 * 32 * KS                     # lean: B fragment words (b0, b1 of each k-step and lane)
     NXCH = NT if SIM else 1
@@ -479,17 +522,18 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     NIT_P = -(-P // NT)
     QPR = NTAB // 4                       # stores per row
     ALL_T = lean and QUADS % NT == 0      # lean: every thread builds NIT_T quads (no predicated loads)
-    if lean and not lean_fits(P, t_bits):
+    if lean and not lean_fits(P, t_bits, S):
         raise ValueError(f"mma lean: P = {P}, t_bits = {t_bits} do not fit (see lean_fits); use lean=False")
 
     decode_pair = _pair_decoder(r_bits, t_bits)
-    load_queries = _query_loader(P)
+    load_queries = _query_loader(P, S)
 
     @cuda.jit(device=True, inline=True)
     def fetch_tile(index, row0, warp, gid, tig, u, wa, wb):
         """Start the loads of this lane's index words of its tile u of the group whose first token
-        is row row0 of the index (wa, wb: tokens gid, gid + 8). Nothing waits for them here."""
-        oa = (row0 + (warp * TPW + u) * 16 + gid) * P + tig * CP
+        is row row0 of the index (wa, wb: the tokens of rows gid, gid + 8 in slot tig % S, chunk
+        tig // S). Nothing waits for them here."""
+        oa = (row0 + (warp * TPW + u) * TT + gid + 16 * (tig % S)) * P + (tig // S) * CP
         ob = oa + 8 * P
         if WIDE:
             for w4 in range(NWD // 4):
@@ -513,9 +557,12 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         """lean: start the loads of index words w .. w + FW - 1 of every tile of this lane (group
         starting at index row row0)."""
         for u in range(TPW):
-            oa = (row0 + (warp * TPW + u) * 16 + gid) * P + tig * CP + 4 * w
+            oa = (row0 + (warp * TPW + u) * TT + gid + 16 * (tig % S)) * P + (tig // S) * CP + 4 * w
             ob = oa + 8 * P
-            if FW == 2:
+            if FW == 4:
+                wa[u, w], wa[u, w + 1], wa[u, w + 2], wa[u, w + 3] = ld_u32x4(index, oa)
+                wb[u, w], wb[u, w + 1], wb[u, w + 2], wb[u, w + 3] = ld_u32x4(index, ob)
+            elif FW == 2:
                 wa[u, w], wa[u, w + 1] = ld_u32x2(index, oa)
                 wb[u, w], wb[u, w + 1] = ld_u32x2(index, ob)
             else:
@@ -548,8 +595,10 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
 
     @cuda.jit(device=True, inline=True)
     def build(tab, rcs, buf, tid, pq, rq, flags):
-        """Table buffer buf: (cos, sin) of every bin angle (4 consecutive bins a thread and store) and
-        radius constants (step, r_min + step / 2) of each pair as one float16x2."""
+        """Table buffer buf: (cos, sin) of every bin angle minus pi, i.e. -(cos, sin) of the bin angle
+        (4 consecutive bins a thread and store), and radius constants -(step, r_min + step / 2) of
+        each pair as one float16x2. The two negations cancel exactly in k = r_hat * (cos, sin), and
+        keep the fast sin/cos arguments in [-pi, pi] without a negation of each of their results."""
         for it in range(NIT_T):
             e = it * NT + tid
             if ALL_T or e < QUADS:
@@ -557,13 +606,12 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 t0 = (e % QPR) * 4
                 ps = pq[it, 1]
                 x0 = fma(float32(t0), ps, (pq[it, 0] + FHALF * ps) - PI32)
-                # cos(x + pi) = -cos(x): the argument stays in [-pi, pi] for the fast sin/cos
                 x1 = x0 + ps
                 x2 = fma(float32(2.0), ps, x0)
                 x3 = fma(float32(3.0), ps, x0)
                 sts_u32x4(tab, buf * TABN + (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0,
-                          h2_pack(-fast_cos(x0), -fast_sin(x0)), h2_pack(-fast_cos(x1), -fast_sin(x1)),
-                          h2_pack(-fast_cos(x2), -fast_sin(x2)), h2_pack(-fast_cos(x3), -fast_sin(x3)))
+                          h2_pack(fast_cos(x0), fast_sin(x0)), h2_pack(fast_cos(x1), fast_sin(x1)),
+                          h2_pack(fast_cos(x2), fast_sin(x2)), h2_pack(fast_cos(x3), fast_sin(x3)))
         for it in range(NIT_P):
             j = it * NT + tid
             if j < P:
@@ -572,7 +620,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 if not (fma(st, RSCALE, lo) < F16_MAX):
                     flags[0] = 1
                 c = fma(FHALF, st, lo)
-                stg(rcs, buf * NRC + j + RPAD * (j // CP), h2_pack(st, c))
+                stg(rcs, buf * NRC + j + RPAD * (j // CP), h2_pack(-st, -c))
 
     @cuda.jit(device=True, inline=True)
     def kstep(tab, xch, rc0, rc1, xa, xb, s, base, magic, q0, q1, c0, c1, c2, c3):
@@ -595,9 +643,10 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
 
     @cuda.jit(device=True, inline=True)
     def store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, c0, c1, c2, c3):
-        """C of tile u: rows gid, gid + 8 (tokens), columns 2 tig, 2 tig + 1 (heads)."""
-        tok = int64(g) * G + (warp * TPW + u) * 16 + gid
-        h0 = cuda.blockIdx.z * MMA_HEADS + 2 * tig
+        """C of tile u: rows gid, gid + 8, columns 2 tig, 2 tig + 1: heads (2 tig) % HS and the next
+        of token slot 2 tig // HS."""
+        tok = int64(g) * G + (warp * TPW + u) * TT + gid + 16 * ((2 * tig) // HS)
+        h0 = cuda.blockIdx.z * HS + (2 * tig) % HS
         o = (int64(bh) * n_heads + h0) * out_len + tok
         if h0 < n_heads:
             stg(out, o, c0)
@@ -682,6 +731,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         warp = tid // 32
         gid = lane >> 2
         tig = lane & 3
+        chunk = tig // uint32(S)                    # the pairs a lane decodes
         g0 = cuda.blockIdx.x * GPB
         wa = cuda.local.array((TPW, NWD), uint32)
         wb = cuda.local.array((TPW, NWD), uint32)
@@ -691,7 +741,9 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         nrq = cuda.local.array((NIT_P, 2), float32)
         acc = cuda.local.array((TPW, 4), float32)
         if g0 < n_groups:                           # always, with the launcher's grid
-            fetch(index, r_min, r_step, phi_min, phi_step, bh, g0, n_groups, warp, gid, tig, tid, wa, wb, pq, rq)
+            for v in range(NWD // FW):
+                fetch_words(index, (int64(bh) * n_groups + g0) * G, warp, gid, tig, FW * v, wa, wb)
+            fetch_params(r_min, r_step, phi_min, phi_step, bh, g0, n_groups, tid, pq, rq)
         if warp == 0:                               # the group loop's first barrier publishes bq
             b0 = cuda.local.array(KS, uint32)
             b1 = cuda.local.array(KS, uint32)
@@ -710,8 +762,8 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             if more:
                 fetch_params(r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, tid, npq, nrq)
             row1 = (int64(bh) * n_groups + g + 1) * G
-            base = smem_addr(tab) + uint32(buf * TABN * 4 + tig * STRIDE)
-            rbase = buf * NRC + RPAD * tig
+            base = smem_addr(tab) + uint32(buf * TABN * 4 + chunk * STRIDE)
+            rbase = buf * NRC + (CP + RPAD) * chunk
             for u in range(TPW):
                 for k in range(4):
                     acc[u, k] = F0
@@ -720,7 +772,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                     s = 2 * FW * v + s2
                     w = s >> 1
                     q0, q1 = lds_u32x2(bq, 2 * (32 * s + lane))
-                    rc0, rc1 = lds_u32x2(rcs, rbase + tig * CP + 2 * s)
+                    rc0, rc1 = lds_u32x2(rcs, rbase + 2 * s)
                     for u in range(TPW):
                         acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3] = kstep(
                             tab, xch, rc0, rc1, wa[u, w], wb[u, w], s, base, magic, q0, q1,

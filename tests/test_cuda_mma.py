@@ -28,8 +28,10 @@ CASES = [
 ]
 
 
-# kernel variants as launch.mma_config overrides: the launcher's default (v2.3, lean) and v2.2
-VARIANTS = {"lean": {}, "v2.2": dict(lean=False)}
+# kernel variants as launch.mma_config overrides: lean with 2 groups a block, the launcher's choice
+# for large inputs (2 token slots a row where the heads fit 4 columns, v2.5); lean with one token a
+# row (v2.4, which the launcher takes for inputs of one group a block, as these are); and v2.2
+VARIANTS = {"lean": dict(groups_per_block=2), "1 slot": dict(slots=1), "v2.2": dict(lean=False)}
 # every score property on the default, matches_golden_scores on the other variants: they differ in
 # indexing and scheduling only, which that comparison checks (the others compare the kernel with
 # itself or with its decode, and cost simulator time)
@@ -115,12 +117,31 @@ def test_mma_properties(prop, request):
 ], ids=["gpb2", "gpb2-4warps", "gpb3-4B-loads"])
 def test_several_groups_per_block_and_a_partial_last_block(p, g, over, variant):
     """Launch shapes the launcher picks only for large inputs: 5 groups in blocks of 2 or 3 (the
-    lean variant loads the next group's index words between k-steps: 8-byte loads, or 4-byte)."""
+    lean variant loads the next group's index words between k-steps: 16-byte loads with 2 slots,
+    8-byte with 1, or 4-byte)."""
+    _check_launch(p, g, {**over, **VARIANTS[variant]})
+
+
+@pytest.mark.parametrize("p, g, m, over", [
+    (64, 64, 2, dict(slots=4, warps=1, groups_per_block=2)),        # 4 tokens a row, 64-token tiles
+    (64, 128, 3, dict(slots=2, warps=2, words_per_load=2, groups_per_block=2)),   # 8-byte loads
+    (64, 128, 4, dict(slots=2, warps=1, groups_per_block=2)),       # one warp builds the whole table
+    (32, 64, 1, dict(slots=4, warps=1, groups_per_block=3)),        # P = 32: 32 pairs a chunk
+], ids=["4slots", "2slots-8B-loads", "2slots-1warp", "4slots-P32-gpb3"])
+def test_token_slot_configurations(p, g, m, over):
+    """Token-slot layouts the launcher does not pick for W-GPU (it takes 2 slots, 2 warps, 16-byte
+    loads), against the golden model: 4 tokens a row of A, 8-byte loads, a single warp."""
+    _check_launch(p, g, over, m=m)
+
+
+def _check_launch(p, g, over, m=4):
+    """5 groups of 2 KV heads with m query heads each through launch_mma_scores with these config
+    overrides: every score written, within the float16-key bound of the golden model."""
     from numba import cuda
 
     from cuda_kernels import launch as CL
 
-    h_kv, m, n = 2, 4, 5
+    h_kv, n = 2, 5
     keys = make_keys(5, (h_kv, n * g, 2 * p), "gaussian", 0, g)
     queries = np.random.default_rng(6).standard_normal((h_kv * m, 2 * p))
     code = golden.encode(keys, group_size=g)
@@ -128,7 +149,8 @@ def test_several_groups_per_block_and_a_partial_last_block(p, g, over, variant):
     q = cuda.to_device(queries.astype(np.float32).reshape(-1))
     out = cuda.to_device(np.full(h_kv * m * n * g, np.nan, np.float32))
     flags = cuda.to_device(np.zeros(1, np.int32))
-    cfg = CL.mma_config(p, 4, 4, g, n, h_kv, CL._pointer(index), **over, **VARIANTS[variant])
+    cfg = CL.mma_config(p, 4, 4, g, n, h_kv, CL._pointer(index), m, **over)
+    assert all(cfg[k] == v for k, v in over.items()), cfg
     CL.launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q, g, "half", m, out, n * g, h_kv, n,
                          flags, cfg)
     got = out.copy_to_host().reshape(h_kv * m, n * g).astype(np.float64)
@@ -214,22 +236,32 @@ def test_the_launcher_takes_v2_2_where_lean_does_not_fit():
         MMA.mma_scores_kernel(176, 4, 5, 128, 1, lean=True)
 
 
-def test_default_warps_fit_a_block_for_every_eligible_shape():
-    """The launcher's warps (mma.default_warps: 4 tiles a warp where it can) divide the group's
-    tiles and stay within a block's 1024 threads and 64 K registers at 128 a thread, for every
-    shape the tensor-core kernel accepts (a group of 2048 tokens once asked for 32 warps)."""
+@pytest.mark.parametrize("n_heads", [8, 4])
+def test_default_warps_fit_a_block_for_every_eligible_shape(n_heads):
+    """The launcher's warps (mma.default_warps: 64 tokens a warp where it can) divide the group's
+    tiles (16 tokens a tile, 32 with 2 slots) and stay within a block's 1024 threads and 64 K
+    registers at 128 a thread, for every shape the tensor-core kernel accepts (a group of 2048
+    tokens once asked for 32 warps)."""
     from cuda_kernels import launch as CL
     from cuda_kernels import mma as MMA
 
-    seen = set()
+    seen, slots_seen = set(), set()
     for g in range(16, 4097, 16):
         for t_bits in range(2, 9):
             for p in (16, 32, 64, 128, 256):
                 if not MMA.mma_eligible(p, t_bits, g):
                     continue
-                cfg = CL.mma_config(p, 4, t_bits, g, 8, 1)
-                warps = MMA.mma_warps(g, cfg["warps"])
-                assert warps == cfg["warps"] and (g // 16) % warps == 0, (p, t_bits, g, cfg)
+                cfg = CL.mma_config(p, 4, t_bits, g, 8192, 1, 0, n_heads)     # 2 groups a block
+                slots = cfg["slots"]
+                assert slots == 1 or (n_heads <= 4 and MMA.lean_fits(p, t_bits, slots)), (p, t_bits, g, cfg)
+                warps = MMA.mma_warps(g, cfg["warps"], slots)
+                assert warps == cfg["warps"] and (g // (16 * slots)) % warps == 0, (p, t_bits, g, cfg)
                 assert 32 * warps <= 1024 and 32 * warps * 128 <= 65536, (p, t_bits, g, cfg)
                 seen.add(warps)
+                slots_seen.add(slots)
     assert seen >= {1, 2, 3, 4}
+    assert slots_seen == ({1, 2} if n_heads == 4 else {1})
+    # W-GPU (32 groups a block): 2 slots with 4 heads a KV head; one group a block: 1 slot
+    w_gpu = CL.mma_config(64, 4, 4, 128, 1024, 64, 0, n_heads)
+    assert (w_gpu["groups_per_block"], w_gpu["slots"], w_gpu["warps"]) == (32, 2 if n_heads == 4 else 1, 2)
+    assert CL.mma_config(64, 4, 4, 128, 32, 1, 0, n_heads)["slots"] == 1
