@@ -20,7 +20,9 @@ token-pair costs the same for any number of query heads (up to 8):
 Variants (mma_scores_kernel): lean=True (v2.3, the launcher's default) and
 v2.2 (lean=False): the same arithmetic, v2.3 in fewer registers (B fragments in shared memory, the next
 group's index loaded into the registers of finished words) for more warps a
-SM; see the factory's docstring.
+SM; lean with slots=2 (v2.5, the default for up to 4 query heads a KV head): two
+tokens a row of A, half the columns of B and C each, so that no column is wasted
+and a lookup is one shared-memory wavefront; see the factory's docstring.
 
 Fragment layout (PTX ISA, mma.m16n8k16 with .f16 A/B, .f32 C/D): lane =
 4 * gid + tig holds A rows gid and gid + 8, columns 2 tig, 2 tig + 1 (a0, a1)
