@@ -459,7 +459,8 @@ def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0,
     A (v2.5, mma.default_slots) where n_heads query heads a KV head fit 4 columns and a block
     scores 2 groups or more (with one group a block the prologue, twice as many query fragments,
     is not amortised: B = 8, L = 4096, 1 group a block: 1 slot 0.0146 ms, 2 slots 0.0157; B = 1,
-    L = 131072, 2 groups a block: 0.0410 and 0.0401); and mma.default_warps, unless overridden."""
+    L = 131072, 4 groups a block: 0.0410 and 0.0401; 2 groups a block was not measured); and
+    mma.default_warps, unless overridden."""
     gpb = 1
     while gpb < 32 and 2 * gpb * 2048 <= n_groups * bhs:      # powers of two: few compiled variants
         gpb *= 2

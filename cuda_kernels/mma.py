@@ -430,14 +430,15 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                       max_registers: int = 0, lean: bool = False, slots: int = 1, words_per_load: int = 0):
     """Kernel factory: tensor-core scores of the quantized tokens.
 
-    grid (ceil(n_groups / groups_per_block), BH, ceil(M / 8)); block 32 * W
-    threads, W warps sharing the G / 16 token tiles of a group. A block keeps
-    its 8 query heads' B fragments (in registers; lean: in shared memory) and scores groups_per_block
+    grid (ceil(n_groups / groups_per_block), BH, ceil(M / (8 / slots))); block
+    32 * W threads, W warps sharing the G / (16 slots) token tiles of a group. A block keeps
+    its query heads' B fragments (in registers; lean: in shared memory) and scores groups_per_block
     consecutive groups of one KV head: per group it builds the (cos, sin)
     table and radius constants in shared memory (double-buffered, one barrier
     a group), then each warp decodes and multiplies its tiles while the next
-    group's index words and parameters are loading into registers. wide_loads: 16-byte index loads (needs P % 64 == 0
-    and a 16-byte aligned index), else 4-byte loads.
+    group's index words and parameters are loading into registers. wide_loads: 16-byte index loads
+    (taken where a lane's P slots / 4 index bytes a token are a multiple of 16; the launcher asks
+    for them where P % 64 == 0 and the index is 16-byte aligned), else 4-byte loads.
 
     slots (v2.5; the launcher takes 2 where the heads of a KV head fit 4 columns,
     see default_slots): tokens a row of A. With S slots a tile is 16 S tokens,
@@ -453,12 +454,14 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     wavefronts a launch instead of 37.9 M). words_per_load: lean's index
     words a load (default 2 with one slot, 4 with more).
 
-    Table layout: lane tig reads only the pairs of its index bytes, chunk tig,
-    whose rows (one per pair, 2**t_bits words) start at byte tig * STRIDE. In
-    one lookup instruction the four tigs read the same row of their chunks.
-    With 8 or 16 bins STRIDE is an odd multiple of 64 bytes, so chunks tig
-    and tig + 1 fall on opposite halves of the 32 banks (2 wavefronts a
-    lookup, not 4); with more bins a row spans all banks anyway. The bin's
+    Table layout (written for one slot; with S slots read chunk tig // S for
+    chunk tig, and 4 / S chunks): lane tig reads only the pairs of its index
+    bytes, chunk tig, whose rows (one per pair, 2**t_bits words) start at byte
+    tig * STRIDE. In one lookup instruction the four tigs read the same row of
+    their chunks. With 8 or 16 bins STRIDE is an odd multiple of 64 bytes, so
+    chunks tig and tig + 1 fall on opposite halves of the 32 banks (one slot:
+    2 wavefronts a lookup, not 4; two slots, two chunks: 1); with more bins a
+    row spans all banks anyway. The bin's
     byte offset theta * 4 has bits 2 .. t_bits + 1 only and each chunk base is
     aligned past them (ALIGN), so the lookup address is one LOP3:
     (bits & mask) | base.
@@ -626,9 +629,10 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
 
     @cuda.jit(device=True, inline=True)
     def kstep(tab, xch, rc0, rc1, xa, xb, s, base, magic, q0, q1, c0, c1, c2, c3):
-        """k-step s of one tile (index words xa, xb of tokens gid, gid + 8): column pair tig <-
-        pair tig * CP + 2 s (byte 2 (s % 2) of the words, radius constants rc0), column pair
-        tig + 4 <- the next pair (rc1); C += A B with B = (q0, q1)."""
+        """k-step s of one tile (index words xa, xb of the tokens of rows gid, gid + 8 in slot
+        tig % S): column pair tig <- pair 2 s of chunk tig // S (byte 2 (s % 2) of the words,
+        radius constants rc0), column pair tig + 4 <- the next pair (rc1); C += A B with
+        B = (q0, q1)."""
         ka0, kb0 = decode_pair(tab, rc0, xa, xb, 2 * (s & 1), base, 2 * s, magic)
         ka1, kb1 = decode_pair(tab, rc1, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1, magic)
         return mma_16816(xch, ka0, kb0, ka1, kb1, q0, q1, c0, c1, c2, c3)

@@ -112,14 +112,14 @@ def test_mma_properties(prop, request):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("p, g, over", [
     (16, 16, dict(groups_per_block=2)),
-    (64, 64, dict(groups_per_block=2, warps=4)),       # 4 warps of one tile each, 16-byte loads
+    (64, 64, dict(groups_per_block=2, warps=4, slots=1)),   # 4 warps of one 16-token tile each
     (64, 128, dict(groups_per_block=3, wide_loads=False)),
 ], ids=["gpb2", "gpb2-4warps", "gpb3-4B-loads"])
 def test_several_groups_per_block_and_a_partial_last_block(p, g, over, variant):
     """Launch shapes the launcher picks only for large inputs: 5 groups in blocks of 2 or 3 (the
     lean variant loads the next group's index words between k-steps: 16-byte loads with 2 slots,
     8-byte with 1, or 4-byte)."""
-    _check_launch(p, g, {**over, **VARIANTS[variant]})
+    _check_launch(p, g, {**VARIANTS[variant], **over})      # the case's groups a block, warps win
 
 
 @pytest.mark.parametrize("p, g, m, over", [
@@ -127,10 +127,15 @@ def test_several_groups_per_block_and_a_partial_last_block(p, g, over, variant):
     (64, 128, 3, dict(slots=2, warps=2, words_per_load=2, groups_per_block=2)),   # 8-byte loads
     (64, 128, 4, dict(slots=2, warps=1, groups_per_block=2)),       # one warp builds the whole table
     (32, 64, 1, dict(slots=4, warps=1, groups_per_block=3)),        # P = 32: 32 pairs a chunk
-], ids=["4slots", "2slots-8B-loads", "2slots-1warp", "4slots-P32-gpb3"])
+    (64, 128, 4, dict(slots=2, groups_per_block=3)),                # the launcher's W-GPU kernel, 3 groups a block
+    (16, 32, 6, dict(slots=2, groups_per_block=2)),                 # 6 heads: 2 head chunks (grid z) of 4
+    (16, 64, 3, dict(slots=4, groups_per_block=2)),                 # 3 heads: 2 head chunks of 2
+], ids=["4slots", "2slots-8B-loads", "2slots-1warp", "4slots-P32-gpb3", "2slots-gpb3", "2slots-6heads",
+        "4slots-3heads"])
 def test_token_slot_configurations(p, g, m, over):
-    """Token-slot layouts the launcher does not pick for W-GPU (it takes 2 slots, 2 warps, 16-byte
-    loads), against the golden model: 4 tokens a row of A, 8-byte loads, a single warp."""
+    """Token-slot layouts against the golden model, beyond what the launcher picks for W-GPU (2 slots,
+    2 warps, 16-byte loads, 32 groups a block): 4 tokens a row of A, 8-byte loads, a single warp,
+    a partial last block, and more heads than a slot's columns (several blockIdx.z)."""
     _check_launch(p, g, over, m=m)
 
 
@@ -151,6 +156,8 @@ def _check_launch(p, g, over, m=4):
     flags = cuda.to_device(np.zeros(1, np.int32))
     cfg = CL.mma_config(p, 4, 4, g, n, h_kv, CL._pointer(index), m, **over)
     assert all(cfg[k] == v for k, v in over.items()), cfg
+    from cuda_kernels import mma as MMA
+    assert MMA.mma_warps(g, cfg["warps"], cfg["slots"]) == cfg["warps"], cfg      # the warps that run
     CL.launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q, g, "half", m, out, n * g, h_kv, n,
                          flags, cfg)
     got = out.copy_to_host().reshape(h_kv * m, n * g).astype(np.float64)
