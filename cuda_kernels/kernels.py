@@ -59,6 +59,46 @@ except ImportError:  # pragma: no cover
 
 SIM = bool(_config.ENABLE_CUDASIM)
 
+
+def _lock_simulator_shared_arrays():
+    """Make the simulator's shared-array lookup atomic.
+
+    numba-cuda's simulator (0.30.4) finds a block's shared array by the source line that declares
+    it: a dict lookup and, on a miss, an insert, with no lock. Its CUDA threads are Python
+    threads, so two of them can both miss and each keep an array of its own; a reduction through
+    shared memory then silently drops their values (20 of 200 trials of 32 threads at a 1 us GIL
+    switch interval; tests/test_cuda_simulator.py). launch._fast_sim's short switch interval makes
+    that rare race visible: once in a clean-clone run of .ci/run, encode's group range came out
+    wrong for one layout
+    (pairings_agree: "rho differs"). The lookup below takes a lock; everything else (dynamic
+    shared memory, the alignment error) is the simulator's own.
+    """
+    import sys
+    import threading
+
+    from numba.cuda.simulator import kernelapi
+
+    original = kernelapi.FakeCUDAShared.array
+    if getattr(original, "locked_lookup", False):
+        return
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):     # as the simulator converts numba types
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)                     # the kernel line that declares the array
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            found = self._allocations.get(key)
+            if found is None:
+                found = self._allocations[key] = np.empty(shape, dtype)
+        return found
+
+    array.locked_lookup = True
+    kernelapi.FakeCUDAShared.array = array
+
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
 FHALF = np.float32(0.5)
@@ -77,6 +117,8 @@ UFF = np.uint32(0xFF)
 # Device helpers: LLVM intrinsics on the GPU, plain Python in the simulator
 # --------------------------------------------------------------------------
 if SIM:
+    _lock_simulator_shared_arrays()
+
     def ld_u32x4(arr, i):
         """Four little-endian uint32 words from bytes arr[i:i+16] (i 16-byte aligned)."""
         w = [0, 0, 0, 0]
