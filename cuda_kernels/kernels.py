@@ -69,9 +69,8 @@ def _lock_simulator_shared_arrays():
     shared memory then silently drops their values (20 of 200 trials of 32 threads at a 1 us GIL
     switch interval; tests/test_cuda_simulator.py). launch._fast_sim's short switch interval makes
     that rare race visible: once in a clean-clone run of .ci/run, encode's group range came out
-    wrong for one layout
-    (pairings_agree: "rho differs"). The lookup below takes a lock; everything else (dynamic
-    shared memory, the alignment error) is the simulator's own.
+    wrong for one layout (pairings_agree: "rho differs"). The lookup below takes a lock;
+    everything else (dynamic shared memory, the alignment error) is the simulator's own.
     """
     import sys
     import threading
