@@ -534,11 +534,18 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     load_queries = _query_loader(P, S)
 
     @cuda.jit(device=True, inline=True)
+    def lane_offset(row0, warp, gid, tig, u):
+        """Index offset of the first byte this lane reads of tile u (the group's first token is row
+        row0 of the index): the token of row gid in slot tig % S, chunk tig // S; the token of row
+        gid + 8 is 8 P further."""
+        return (row0 + (warp * TPW + u) * TT + gid + 16 * (tig % S)) * P + (tig // S) * CP
+
+    @cuda.jit(device=True, inline=True)
     def fetch_tile(index, row0, warp, gid, tig, u, wa, wb):
         """Start the loads of this lane's index words of its tile u of the group whose first token
         is row row0 of the index (wa, wb: the tokens of rows gid, gid + 8 in slot tig % S, chunk
         tig // S). Nothing waits for them here."""
-        oa = (row0 + (warp * TPW + u) * TT + gid + 16 * (tig % S)) * P + (tig // S) * CP
+        oa = lane_offset(row0, warp, gid, tig, u)
         ob = oa + 8 * P
         if WIDE:
             for w4 in range(NWD // 4):
@@ -562,7 +569,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         """lean: start the loads of index words w .. w + FW - 1 of every tile of this lane (group
         starting at index row row0)."""
         for u in range(TPW):
-            oa = (row0 + (warp * TPW + u) * TT + gid + 16 * (tig % S)) * P + (tig // S) * CP + 4 * w
+            oa = lane_offset(row0, warp, gid, tig, u) + 4 * w
             ob = oa + 8 * P
             if FW == 4:
                 wa[u, w], wa[u, w + 1], wa[u, w + 2], wa[u, w + 3] = ld_u32x4(index, oa)
