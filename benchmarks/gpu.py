@@ -275,6 +275,9 @@ ENCODE_VARIANTS = [  # (label, launch configuration; None = the launcher's defau
     ("v2 32 warps", dict(kind="rows", warps=32, tokens_per_warp=4, fast_root=False, exact=True)),
     ("v2 fast root", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=True, exact=True)),
     ("v2 not exact", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=False, exact=False)),
+    ("v2", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=False, exact=True)),
+    ("v3 staged", dict(kind="staged", warps=16, blocks=0)),
+    ("v3 1 block/SM", dict(kind="staged", warps=16, blocks=132)),
 ]
 
 
@@ -403,6 +406,8 @@ def main(argv=None):
     ap.add_argument("--only", choices=("scores", "encode"), help="run only the scoring or only the encode part")
     ap.add_argument("--also", metavar="LABELS", default="",
                     help="comma-separated scoring variants to run besides the defaults (with --quick/--defaults)")
+    ap.add_argument("--encode-also", metavar="LABELS", default="",
+                    help="comma-separated encode variants to run on every encode case besides the default")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes, no torch: checks that this script runs (simulator allowed)")
     args = ap.parse_args(argv)
@@ -472,7 +477,12 @@ def main(argv=None):
         enc_cases = [(1, 2 * G, np.float16, False), (1, 2 * G, np.float32, True)]
     if args.only == "scores":
         enc_cases = []
-    enc_runs = [(case, "default", None) for case in enc_cases]
+    enc_also = [a.strip() for a in args.encode_also.split(",") if a.strip()]
+    enc_known = dict(ENCODE_VARIANTS[1:])
+    if set(enc_also) - set(enc_known):
+        sys.exit(f"--encode-also: unknown variants {sorted(set(enc_also) - set(enc_known))}; known: {sorted(enc_known)}")
+    enc_runs = [(case, label, cfg) for case in enc_cases
+                for label, cfg in [("default", None)] + [(a, enc_known[a]) for a in enc_also]]
     if not (args.defaults or args.smoke):         # launch configurations on the first case
         enc_runs[1:1] = [(enc_cases[0], label, cfg) for label, cfg in ENCODE_VARIANTS[1:]] if enc_cases else []
     for (batch, length, dtype, split), label, cfg in enc_runs:
