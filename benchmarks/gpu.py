@@ -276,8 +276,6 @@ ENCODE_VARIANTS = [  # (label, launch configuration; None = the launcher's defau
     ("v2 fast root", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=True, exact=True)),
     ("v2 not exact", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=False, exact=False)),
     ("v2", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=False, exact=True)),
-    ("v3 staged", dict(kind="staged", warps=16, blocks=0)),
-    ("v3 1 block/SM", dict(kind="staged", warps=16, blocks=132)),
 ]
 
 
@@ -388,7 +386,7 @@ def dump_sass(folder, batch=1, length=4096):
         cfg = cfg or CL.encode_config(P, G, rows=CL.rows_eligible(keys))
         CL.launch_encode(keys, R_BITS, T_BITS, G, "half", index, None, None, *params, flags, config=cfg)
         cuda.synchronize()
-        _write_sass(CL.encode_kernel_for(cfg, R_BITS, T_BITS, "half", False), "encode_" + label.replace(" ", "_"), folder, cfg)
+        _write_sass(CL.encode_kernel_for(cfg, R_BITS, T_BITS, "half", False, P), "encode_" + label.replace(" ", "_"), folder, cfg)
     return 0
 
 

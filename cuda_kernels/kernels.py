@@ -50,7 +50,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from numba import cuda, float32, float64, int64, types as _nbtypes, uint8, uint32
+from numba import cuda, float32, int64, types as _nbtypes, uint8, uint32
 
 try:  # numba-cuda keeps its own config module; fall back to numba's
     from numba.cuda.core import config as _config
@@ -205,6 +205,9 @@ if SIM:
     def rsqrt_approx(x):
         return np.float32(1.0 / math.sqrt(float(x)))
 
+    def sqrt_approx(x):
+        return np.float32(math.sqrt(float(x)))
+
     def rcp_approx(x):
         """rcp.approx.ftz.f32 rounded correctly: subnormal input and output flush to zero."""
         x = float(np.float32(x))
@@ -225,54 +228,6 @@ if SIM:
     def narrow_keys(arr):
         """True for float16 keys (a compile-time constant on the GPU)."""
         return arr.dtype.itemsize <= 2
-
-    def lds_x2(arr, i):
-        """arr[i], arr[i + 1] of a shared float16/32/64 array as float32."""
-        return np.float32(arr[i]), np.float32(arr[i + 1])
-
-    def lds_u32x2(arr, i):
-        return np.uint32(arr[i]), np.uint32(arr[i + 1])
-
-    def u32_bits(x):
-        """The bit pattern of float32 x as a uint32."""
-        return np.array([x], dtype=np.float32).view(np.uint32)[0]
-
-    # cp.async in the simulator: a thread's copies wait in its queue until it waits for their
-    # commit group, as on the GPU, so data read before its wait comes out stale, not right by luck
-    import threading as _threading
-    _async = _threading.local()
-
-    def _async_state():
-        if not hasattr(_async, "groups"):
-            _async.pending, _async.groups = [], []
-        return _async
-
-    def cp_async16(dst, i, src, o):
-        """dst[i:i+n] (shared) <- src[o:o+n] (global), n elements = 16 bytes, asynchronously."""
-        _async_state().pending.append((dst, i, src, o))
-
-    def cp_async_commit():
-        st = _async_state()
-        st.groups.append(st.pending)
-        st.pending = []
-
-    def _cp_async_wait(keep):
-        st = _async_state()
-        while len(st.groups) > keep:
-            for dst, i, src, o in st.groups.pop(0):
-                n = 16 // src.dtype.itemsize
-                dst[i:i + n] = src[o:o + n]
-
-    def cp_async_wait1():
-        """Wait until at most the newest commit group is in flight."""
-        _cp_async_wait(1)
-
-    def cp_async_wait0():
-        _cp_async_wait(0)
-
-    def syncwarp():
-        """The simulator has no warp barrier; a block barrier (every caller here is block-uniform)."""
-        cuda.syncthreads()
 
 else:
     from llvmlite import ir
@@ -385,77 +340,25 @@ else:
 
         return sig, codegen
 
-    def _load_x2(space):
-        """Intrinsic: arr[idx], arr[idx + 1] of a float16/32/64 array (global: space 1, shared: 3)
-        as one aligned 2-element load, converted to float32 (exactly for float16; rounded for
-        float64)."""
-        @intrinsic
-        def load_x2(typingctx, arr, idx):
-            sig = types.UniTuple(types.float32, 2)(arr, idx)
-
-            def codegen(context, builder, sig, args):
-                width = sig.args[0].dtype.bitwidth      # (numba stores float16 arrays as i16: name the type)
-                elem = {16: ir.HalfType(), 32: ir.FloatType(), 64: ir.DoubleType()}[width]
-                ptr = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-                v = builder.load(_vec_ptr(builder, ptr, elem, 2, space), align=2 * width // 8)
-                vals = [builder.extract_element(v, ir.Constant(_I32, k)) for k in range(2)]
-                if width < 32:
-                    vals = [builder.fpext(x, ir.FloatType()) for x in vals]
-                elif width > 32:
-                    vals = [builder.fptrunc(x, ir.FloatType()) for x in vals]
-                return context.make_tuple(builder, sig.return_type, vals)
-
-            return sig, codegen
-
-        return load_x2
-
-    ldg_x2 = _load_x2(1)
-    lds_x2 = _load_x2(3)
-    lds_u32x2 = _vector_load(_I32, types.uint32, 2, 3, 8)
-
     @intrinsic
-    def u32_bits(typingctx, x):
-        """The bit pattern of float32 x as a uint32."""
-        def codegen(context, builder, sig, args):
-            return builder.bitcast(context.cast(builder, args[0], sig.args[0], types.float32), _I32)
-
-        return types.uint32(x), codegen
-
-    @intrinsic
-    def cp_async16(typingctx, dst, i, src, o):
-        """cp.async.cg: the 16 bytes at src[o] (global) -> dst[i] (shared), without registers;
-        they land after cp_async_wait* of their commit group."""
-        sig = types.void(dst, i, src, o)
+    def ldg_x2(typingctx, arr, idx):
+        """arr[idx], arr[idx + 1] of a float16/32/64 array as one aligned 2-element global load,
+        converted to float32 (exactly for float16; rounded for float64)."""
+        sig = types.UniTuple(types.float32, 2)(arr, idx)
 
         def codegen(context, builder, sig, args):
-            d = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-            d = builder.addrspacecast(builder.bitcast(d, ir.PointerType(_I32)), ir.PointerType(_I32, 3))
-            s = _item_ptr(context, builder, sig.args[2], args[2], sig.args[3], args[3])
-            fnty = ir.FunctionType(ir.VoidType(), [_I32, ir.IntType(64)])
-            builder.asm(fnty, "cp.async.cg.shared.global [$0], [$1], 16;", "r,l,~{memory}",
-                        [builder.ptrtoint(d, _I32), builder.ptrtoint(s, ir.IntType(64))], True)
-            return context.get_dummy_value()
+            width = sig.args[0].dtype.bitwidth      # (numba stores float16 arrays as i16: name the type)
+            elem = {16: ir.HalfType(), 32: ir.FloatType(), 64: ir.DoubleType()}[width]
+            ptr = _item_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+            v = builder.load(_vec_ptr(builder, ptr, elem, 2, 1), align=2 * width // 8)
+            vals = [builder.extract_element(v, ir.Constant(_I32, k)) for k in range(2)]
+            if width < 32:
+                vals = [builder.fpext(x, ir.FloatType()) for x in vals]
+            elif width > 32:
+                vals = [builder.fptrunc(x, ir.FloatType()) for x in vals]
+            return context.make_tuple(builder, sig.return_type, vals)
 
         return sig, codegen
-
-    def _asm_void(text):
-        @intrinsic
-        def op(typingctx):
-            def codegen(context, builder, sig, args):
-                builder.asm(ir.FunctionType(ir.VoidType(), []), text, "~{memory}", [], True)
-                return context.get_dummy_value()
-
-            return types.void(), codegen
-
-        return op
-
-    cp_async_commit = _asm_void("cp.async.commit_group;")
-    cp_async_wait1 = _asm_void("cp.async.wait_group 1;")
-    cp_async_wait0 = _asm_void("cp.async.wait_group 0;")
-
-    @cuda.jit(device=True, inline=True)
-    def syncwarp():
-        cuda.syncwarp(0xFFFFFFFF)
 
     @intrinsic
     def stg_u16(typingctx, arr, idx, val):
@@ -510,6 +413,7 @@ else:
     # the bare MUFU instructions: without .ftz, NVVM wraps them in a subnormal rescue (about 5
     # instructions) that their callers' arguments (root_1p: [1, 2]; ratio: normal) never need
     rsqrt_approx = _asm_f32("rsqrt.approx.ftz.f32 $0, $1;")
+    sqrt_approx = _asm_f32("sqrt.approx.ftz.f32 $0, $1;")        # one MUFU.SQRT (sm_90)
     rcp_approx = _asm_f32("rcp.approx.ftz.f32 $0, $1;")
 
     @intrinsic
@@ -604,7 +508,11 @@ def _polar32(fast_root):
         One division (`ratio`; narrow: x, y come from float16 keys) serves both:
         a = min/max of |x|, |y|; r = max * sqrt(1 + a*a)
         (no overflow or underflow of squares), atan by the polynomial above, then
-        the octant reflections. Signed zeros follow numpy's arctan2 (x = -0.0
+        the octant reflections. From float16 keys (narrow) the radius is
+        sqrt.approx(fma(x, x, y*y)) instead: x*x and y*y are exact (22 significant
+        bits), the sum rounds once and stays in the normal range ([2**-48, 2**33] or 0),
+        and the hardware root errs by SQRT_REL_ERR at most (measured on the H200,
+        tests/test_cuda_numerics.py): 3 instructions where the other form takes 12. Signed zeros follow numpy's arctan2 (x = -0.0
         counts as negative), then -0 -> +0 as in the golden model (y = -0.0 is not
         negative here, and phi is never -0). A negative angle
         that float32 rounds to 2*pi (its 2*pi is 1.7e-7 above the real one) becomes
@@ -618,7 +526,9 @@ def _polar32(fast_root):
         mn = min(ax, ay)
         a = ratio(mn, mx, narrow)
         t = a * a
-        if fast_root:
+        if narrow:
+            r = sqrt_approx(fma(x, x, y * y))
+        elif fast_root:
             r = mx * root_1p(fma(a, a, F1))
         else:
             r = mx * math.sqrt(fma(a, a, F1))
@@ -670,6 +580,27 @@ def bin_code(v, pre, lo_pre, inv, top):
     if c > top:
         c = top
     return floor_u32(c)                          # below 0 and NaN: 0
+
+
+@cuda.jit(device=True, inline=True)
+def bin_scale_narrow(lo, step):
+    """(inv, -lo * inv) for values from float16 keys: their position in bins is one FMA,
+    fma(v, inv, -lo * inv), where bin_code takes an FMA and a multiply. Their steps are at least
+    2**-67 (angles: ulp(atan(2**-24 / 65504)) / 16; radii larger), so inv <= 2**67 and
+    lo * inv <= 2**70 are finite. The position errs by about 2 eps * (|v| + |lo|) / step + 16 eps
+    bins, within the 32 eps * (|lo| + 16 step) / step of tolerances.boundary_band that the values'
+    own errors (3 ulp at most) leave mostly unused."""
+    inv = F1 / step if step > F0 else F0
+    return inv, -lo * inv
+
+
+@cuda.jit(device=True, inline=True)
+def bin_code_narrow(v, inv, lo_inv, top):
+    """The code of value v from bin_scale_narrow's constants, clipped to [0, top]."""
+    c = fma(v, inv, lo_inv)                      # 0 for a zero range
+    if c > top:
+        c = top
+    return floor_u32(c)                          # below 0: 0
 
 
 @lru_cache(maxsize=None)
@@ -778,7 +709,7 @@ ROW_PAIRS = 64          # pairs of one row tile of encode_rows_kernel: 32 lanes 
 
 @lru_cache(maxsize=None)
 def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: int, half_pairing: bool,
-                       split: bool = True, fast_root: bool = False, exact: bool = False):
+                       split: bool = True, fast_root: bool = False, exact: bool = False, n_pairs: int = 0):
     """Kernel factory, encode v2: a warp reads whole rows; block = one group x 64-pair tile.
 
     grid (n_groups * BH, ceil(P / 64)), warps * 32 threads. Lane l holds
@@ -795,8 +726,12 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     token is past the group's end: no clamp of token offsets, no store checks
     (8 of about 85 instructions a token-pair); otherwise any group_size up to
     warps * tokens_per_warp.
+    n_pairs > 0: the kernel is for keys of d = 2 * n_pairs only (its d argument is ignored),
+    so every key load and code store is an immediate offset from one address: about 3 integer
+    instructions a token-pair fewer than with d known only at run time.
     """
     W, TC = warps, tokens_per_warp
+    D = 2 * n_pairs
     polar = polar32_fast_root if fast_root else polar32
     NT = W * 32
     NFIN = 6 * ROW_PAIRS                      # (pre, lo * pre, inv) of radius and angle x pair
@@ -845,14 +780,6 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     def polar_all(xa, xb, ya, yb, rv, pv, narrow):
         """r and phi of the thread's token-pairs into rv, pv; their extremes (lo_r0, lo_r1,
         hi_r0, hi_r1, lo_p0, lo_p1, hi_p0, hi_p1) for pairs j and j + 1."""
-        lo_r0 = FINF
-        lo_r1 = FINF
-        hi_r0 = -FINF
-        hi_r1 = -FINF
-        lo_p0 = FINF
-        lo_p1 = FINF
-        hi_p0 = -FINF
-        hi_p1 = -FINF
         for u in range(TC):
             if HALF:
                 r0, p0 = polar(xa[u], ya[u], narrow)
@@ -864,18 +791,24 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
             rv[2 * u + 1] = r1
             pv[2 * u] = p0
             pv[2 * u + 1] = p1
-            lo_r0 = min(lo_r0, r0)
-            hi_r0 = max(hi_r0, r0)
-            lo_p0 = min(lo_p0, p0)
-            hi_p0 = max(hi_p0, p0)
-            lo_r1 = min(lo_r1, r1)
-            hi_r1 = max(hi_r1, r1)
-            lo_p1 = min(lo_p1, p1)
-            hi_p1 = max(hi_p1, p1)
+            if u == 0:                         # from the first token, not from +-inf: 8 fewer FMNMX
+                lo_r0 = hi_r0 = r0
+                lo_r1 = hi_r1 = r1
+                lo_p0 = hi_p0 = p0
+                lo_p1 = hi_p1 = p1
+            else:
+                lo_r0 = min(lo_r0, r0)
+                hi_r0 = max(hi_r0, r0)
+                lo_p0 = min(lo_p0, p0)
+                hi_p0 = max(hi_p0, p0)
+                lo_r1 = min(lo_r1, r1)
+                hi_r1 = max(hi_r1, r1)
+                lo_p1 = min(lo_p1, p1)
+                hi_p1 = max(hi_p1, p1)
         return lo_r0, lo_r1, hi_r0, hi_r1, lo_p0, lo_p1, hi_p0, hi_p1
 
     @cuda.jit(device=True, inline=True)
-    def group_range(red, fin, ext, geo, bh, g, params, flags):
+    def group_range(red, fin, ext, geo, bh, g, params, flags, narrow):
         """The group's range over the block (two barriers): its parameters to global memory,
         its binning constants to fin."""
         lo_r0, lo_r1, hi_r0, hi_r1, lo_p0, lo_p1, hi_p0, hi_p1 = ext
@@ -900,10 +833,15 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
                 lo = min(lo, lds_f32(red, (2 * q * W + v) * ROW_PAIRS + jk))
                 nhi = min(nhi, lds_f32(red, ((2 * q + 1) * W + v) * ROW_PAIRS + jk))
             step = (-nhi - lo) * (SCALE_R if q == 0 else SCALE_T)
-            pre, lo_pre, inv = bin_scale(lo, step)
-            stg(fin, (3 * q) * ROW_PAIRS + jk, pre)          # [quantity][pair]
-            stg(fin, (3 * q + 1) * ROW_PAIRS + jk, lo_pre)
-            stg(fin, (3 * q + 2) * ROW_PAIRS + jk, inv)
+            if narrow:                                       # (inv, -lo * inv)
+                inv, lo_inv = bin_scale_narrow(lo, step)
+                stg(fin, (3 * q) * ROW_PAIRS + jk, inv)      # [quantity][pair]
+                stg(fin, (3 * q + 1) * ROW_PAIRS + jk, lo_inv)
+            else:                                            # (pre, lo * pre, inv)
+                pre, lo_pre, inv = bin_scale(lo, step)
+                stg(fin, (3 * q) * ROW_PAIRS + jk, pre)
+                stg(fin, (3 * q + 1) * ROW_PAIRS + jk, lo_pre)
+                stg(fin, (3 * q + 2) * ROW_PAIRS + jk, inv)
             jg = cuda.blockIdx.y * ROW_PAIRS + jk
             if jg < n_pairs:
                 o = (int64(bh) * n_groups + g) * n_pairs + jg
@@ -918,7 +856,7 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         cuda.syncthreads()
 
     @cuda.jit(device=True, inline=True)
-    def write_codes(fin, rv, pv, geo, bh, g, group_size, outs):
+    def write_codes(fin, rv, pv, geo, bh, g, group_size, outs, narrow):
         """Codes of the thread's token-pairs, two pairs to a 2-byte store (active lanes only)."""
         n_pairs, n_groups, tid, w, jl, j, active, ax, ay, mine, stride = geo
         index, rho_out, theta_out = outs
@@ -932,10 +870,16 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         o = (int64(bh) * lq + g * group_size + w) * n_pairs + j      # token w; then W tokens apart
         wp = W * n_pairs
         for u in range(TC):
-            cr0 = bin_code(rv[2 * u], pre_r0, los_r0, inv_r0, TOP_R)
-            ct0 = bin_code(pv[2 * u], pre_p0, los_p0, inv_p0, TOP_T)
-            cr1 = bin_code(rv[2 * u + 1], pre_r1, los_r1, inv_r1, TOP_R)
-            ct1 = bin_code(pv[2 * u + 1], pre_p1, los_p1, inv_p1, TOP_T)
+            if narrow:             # (inv, -lo * inv) where (pre, lo * pre) are otherwise; no third
+                cr0 = bin_code_narrow(rv[2 * u], pre_r0, los_r0, TOP_R)
+                ct0 = bin_code_narrow(pv[2 * u], pre_p0, los_p0, TOP_T)
+                cr1 = bin_code_narrow(rv[2 * u + 1], pre_r1, los_r1, TOP_R)
+                ct1 = bin_code_narrow(pv[2 * u + 1], pre_p1, los_p1, TOP_T)
+            else:
+                cr0 = bin_code(rv[2 * u], pre_r0, los_r0, inv_r0, TOP_R)
+                ct0 = bin_code(pv[2 * u], pre_p0, los_p0, inv_p0, TOP_T)
+                cr1 = bin_code(rv[2 * u + 1], pre_r1, los_r1, inv_r1, TOP_R)
+                ct1 = bin_code(pv[2 * u + 1], pre_p1, los_p1, inv_p1, TOP_T)
             if EXACT or u <= mine:
                 stg_u16(index, o, ((cr0 << TB) | ct0) | (((cr1 << TB) | ct1) << U8))
                 if SPLIT:
@@ -947,6 +891,7 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     def polar_encode_rows(keys, length, d, group_size, index, rho_out, theta_out,
                           r_min, r_step, phi_min, phi_step, flags):
         # keys (BH * L * d,) float16/32/64, contiguous; outputs as in encode_kernel
+        d = D if D else d                      # a constant where the factory was given n_pairs
         geo = lane_setup(keys, length, d, group_size)
         n_pairs, n_groups, tid, w, jl, j, active, ax, ay, mine, stride = geo
         bx = uint32(cuda.blockIdx.x)
@@ -969,225 +914,11 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         ext = polar_all(xa, xb, ya, yb, rv, pv, narrow)
         red = cuda.shared.array(NREDW, float32, alignment=SHARED_ALIGN)
         fin = cuda.shared.array(NFIN, float32, alignment=SHARED_ALIGN)
-        group_range(red, fin, ext, geo, bh, g, (r_min, r_step, phi_min, phi_step), flags)
+        group_range(red, fin, ext, geo, bh, g, (r_min, r_step, phi_min, phi_step), flags, narrow)
         if active:
-            write_codes(fin, rv, pv, geo, bh, g, group_size, (index, rho_out, theta_out))
+            write_codes(fin, rv, pv, geo, bh, g, group_size, (index, rho_out, theta_out), narrow)
 
     return polar_encode_rows
-
-
-UMAX = np.uint32(0xFFFFFFFF)
-STAGE_CHUNKS = 64       # 16-byte key chunks a warp stages a step in encode_staged_kernel: 2 a lane
-
-
-@lru_cache(maxsize=None)
-def encode_staged_kernel(r_bits: int, t_bits: int, half_pairing: bool, split: bool, itemsize: int,
-                         group_size: int, warps: int = 16):
-    """Kernel factory, encode v3: keys staged in shared memory by cp.async a step ahead; blocks
-    that stay (a grid-stride loop over units); the group's range by shared-memory atomics.
-
-    A unit is one group of one KV head x one 64-pair tile; block b takes units b, b + grid, ...
-    The threads map to a unit as in encode v2 (lane l: pairs 2l, 2l + 1; warp w: tokens w,
-    w + W, ...; r and phi kept in registers). What differs:
-    - Keys: each warp copies its own tokens' tiles (the 128 elements of 64 pairs) into its
-      own part of shared memory with cp.async, in steps of TPS tokens a warp (one 16-byte
-      chunk x 2 a lane), two buffers: the next step's copy is issued before this step's is
-      waited for, across units too, so a warp never waits on HBM after its first step, and no
-      block barrier guards the keys (a warp barrier does: lanes read each other's chunks).
-    - Range: every thread folds its extremes into the unit's words of shared memory with
-      atomic min/max on the float bits (r, phi >= +0, so their bit patterns order as they do);
-      one block barrier, then every thread reads the range of its two pairs and makes its own
-      binning constants. Three sets of range words rotate, so the words the unit after next
-      will use are reset right after this barrier, with a barrier between reset and use.
-    So one block barrier a unit (v2: two, and a serial second stage on 4 of 16 warps).
-    Needs (the launcher checks): P % 64 == 0, keys 16-byte aligned, outputs 2-byte aligned,
-    group_size a multiple of W * TPS with at most 8 tokens a warp (registers).
-    """
-    W, E, G = warps, itemsize, group_size
-    KDT = {2: _nbtypes.float16, 4: float32, 8: float64}[E]
-    CHE = 16 // E                         # elements a 16-byte chunk
-    CPT = 2 * ROW_PAIRS // CHE            # chunks a token's tile of 64 pairs
-    TPS = STAGE_CHUNKS // CPT             # tokens a warp a step: float16 4, float32 2, float64 1
-    TC = G // W                           # tokens a warp a unit
-    NST = TC // TPS                       # steps a unit
-    assert TC * W == G and NST * TPS == TC and 1 <= TC <= 8, (G, W, E)
-    TILE = 2 * ROW_PAIRS                  # elements of a token's tile
-    WBUF = 2 * TPS * TILE                 # a warp's two buffers
-    NBUF = W * WBUF
-    NRED = 3 * 4 * ROW_PAIRS              # 3 rotating sets x (lo r, hi r, lo phi, hi phi) x pairs
-    NT = W * 32
-    TC2 = 2 * TC
-    SPLIT = bool(split)
-    HALF = bool(half_pairing)
-    SCALE_R = _f32(2.0 ** -r_bits)
-    SCALE_T = _f32(2.0 ** -t_bits)
-    TOP_R = _f32((1 << r_bits) - 1)
-    TOP_T = _f32((1 << t_bits) - 1)
-    TB = np.uint32(t_bits)
-    jit = cuda.jit if SIM else cuda.jit(launch_bounds=(NT, max(1, 1024 // NT)))
-
-    @cuda.jit(device=True, inline=True)
-    def stage_copy(keys, buf, unit, s, b, w, lane, length, d, n_groups, n_tiles):
-        """cp.async of step s of `unit` (this warp's tokens) into the warp's buffer b."""
-        n_pairs = d // 2
-        tile = unit % n_tiles
-        gg = unit // n_tiles
-        g = gg % n_groups
-        bh = gg // n_groups
-        row = (int64(bh) * length + g * G) * d
-        for h in range(2):
-            c = lane + 32 * h
-            i = c // CPT                  # token of the step
-            e = (c % CPT) * CHE           # element in the token's tile
-            t = (s * TPS + i) * W + w     # token of the group
-            if HALF:
-                src = tile * ROW_PAIRS + (e if e < ROW_PAIRS else n_pairs + e - ROW_PAIRS)
-            else:
-                src = tile * TILE + e
-            cp_async16(buf, w * WBUF + b * (TPS * TILE) + i * TILE + e, keys, row + int64(t) * d + src)
-
-    @jit
-    def polar_encode_staged(keys, bhs, length, d, index, rho_out, theta_out,
-                            r_min, r_step, phi_min, phi_step, flags):
-        # keys (BH * L * d,) float16/32/64, contiguous; outputs as in encode_kernel
-        n_pairs = d // 2
-        n_groups = uint32(length) // uint32(G)
-        n_tiles = uint32(n_pairs) // uint32(ROW_PAIRS)
-        n_units = uint32(bhs) * n_groups * n_tiles
-        lq = n_groups * G
-        tid = uint32(cuda.threadIdx.x)
-        lane = tid % 32
-        w = tid // 32
-        jl = 2 * lane
-        narrow = narrow_keys(keys)
-        nb = uint32(cuda.gridDim.x)
-        buf = cuda.shared.array(NBUF, KDT, alignment=SHARED_ALIGN)
-        red = cuda.shared.array(NRED, uint32, alignment=SHARED_ALIGN)
-        for h in range(-(-NRED // NT)):        # constant trip counts (numba's range with a step
-            q = tid + h * NT                   # computes its length in float64)
-            if q < NRED:
-                stg(red, q, UMAX if (q // ROW_PAIRS) % 2 == 0 else U0)   # minima start high, maxima at 0
-        unit = uint32(cuda.blockIdx.x)
-        if unit < n_units:
-            stage_copy(keys, buf, unit, 0, 0, w, lane, length, d, n_groups, n_tiles)
-        cp_async_commit()
-        cuda.syncthreads()
-        rv = cuda.local.array(TC2, float32)
-        pv = cuda.local.array(TC2, float32)
-        k = U0                                 # steps done (buffer k % 2)
-        c3 = U0                                # units done, mod 3 (range words)
-        while unit < n_units:
-            tile = unit % n_tiles
-            gg = unit // n_tiles
-            g = gg % n_groups
-            bh = gg // n_groups
-            lo_r0 = FINF
-            lo_r1 = FINF
-            hi_r0 = F0
-            hi_r1 = F0
-            lo_p0 = FINF
-            lo_p1 = FINF
-            hi_p0 = F0
-            hi_p1 = F0
-            for s in range(NST):
-                nxt = unit if s + 1 < NST else unit + nb
-                syncwarp()                     # every lane is done with the buffer copied into next
-                if nxt < n_units:
-                    stage_copy(keys, buf, nxt, (s + 1) % NST, (k + 1) % 2, w, lane, length, d,
-                               n_groups, n_tiles)
-                cp_async_commit()
-                cp_async_wait1()               # this step's chunks (this lane's) have landed
-                syncwarp()                     # ... and every lane's
-                base = w * WBUF + (k % 2) * (TPS * TILE)
-                for i in range(TPS):
-                    o = base + i * TILE
-                    if HALF:
-                        x0, x1 = lds_x2(buf, o + jl)
-                        y0, y1 = lds_x2(buf, o + ROW_PAIRS + jl)
-                    else:
-                        x0, y0 = lds_x2(buf, o + 2 * jl)
-                        x1, y1 = lds_x2(buf, o + 2 * jl + 2)
-                    r0, p0 = polar32(x0, y0, narrow)
-                    r1, p1 = polar32(x1, y1, narrow)
-                    u = s * TPS + i
-                    rv[2 * u] = r0
-                    rv[2 * u + 1] = r1
-                    pv[2 * u] = p0
-                    pv[2 * u + 1] = p1
-                    lo_r0 = min(lo_r0, r0)
-                    hi_r0 = max(hi_r0, r0)
-                    lo_p0 = min(lo_p0, p0)
-                    hi_p0 = max(hi_p0, p0)
-                    lo_r1 = min(lo_r1, r1)
-                    hi_r1 = max(hi_r1, r1)
-                    lo_p1 = min(lo_p1, p1)
-                    hi_p1 = max(hi_p1, p1)
-                k += uint32(1)
-            rb = c3 * (4 * ROW_PAIRS) + jl
-            cuda.atomic.min(red, rb, u32_bits(lo_r0))
-            cuda.atomic.min(red, rb + 1, u32_bits(lo_r1))
-            cuda.atomic.max(red, rb + ROW_PAIRS, u32_bits(hi_r0))
-            cuda.atomic.max(red, rb + ROW_PAIRS + 1, u32_bits(hi_r1))
-            cuda.atomic.min(red, rb + 2 * ROW_PAIRS, u32_bits(lo_p0))
-            cuda.atomic.min(red, rb + 2 * ROW_PAIRS + 1, u32_bits(lo_p1))
-            cuda.atomic.max(red, rb + 3 * ROW_PAIRS, u32_bits(hi_p0))
-            cuda.atomic.max(red, rb + 3 * ROW_PAIRS + 1, u32_bits(hi_p1))
-            cuda.syncthreads()
-            c5 = c3 + 2 if c3 == 0 else c3 - 1     # (c3 + 2) % 3: the unit after next, its words last read
-            for h in range(-(-(4 * ROW_PAIRS) // NT)):             # before this barrier
-                q = tid + h * NT
-                if q < 4 * ROW_PAIRS:
-                    stg(red, c5 * (4 * ROW_PAIRS) + q, UMAX if (q // ROW_PAIRS) % 2 == 0 else U0)
-            a, b = lds_u32x2(red, rb)
-            lo_r0 = f32_bits(a)
-            lo_r1 = f32_bits(b)
-            a, b = lds_u32x2(red, rb + ROW_PAIRS)
-            hi_r0 = f32_bits(a)
-            hi_r1 = f32_bits(b)
-            a, b = lds_u32x2(red, rb + 2 * ROW_PAIRS)
-            lo_p0 = f32_bits(a)
-            lo_p1 = f32_bits(b)
-            a, b = lds_u32x2(red, rb + 3 * ROW_PAIRS)
-            hi_p0 = f32_bits(a)
-            hi_p1 = f32_bits(b)
-            st_r0 = (hi_r0 - lo_r0) * SCALE_R
-            st_r1 = (hi_r1 - lo_r1) * SCALE_R
-            st_p0 = (hi_p0 - lo_p0) * SCALE_T
-            st_p1 = (hi_p1 - lo_p1) * SCALE_T
-            j = tile * ROW_PAIRS + jl
-            if w == 0:
-                o = (int64(bh) * n_groups + g) * n_pairs + j
-                stg(r_min, o, lo_r0)
-                stg(r_min, o + 1, lo_r1)
-                stg(r_step, o, st_r0)
-                stg(r_step, o + 1, st_r1)
-                stg(phi_min, o, lo_p0)
-                stg(phi_min, o + 1, lo_p1)
-                stg(phi_step, o, st_p0)
-                stg(phi_step, o + 1, st_p1)
-                if not (max(hi_r0, hi_r1) <= F32_MAX and max(st_r0, st_r1) <= F32_MAX):
-                    flags[0] = 1
-            pre_r0, los_r0, inv_r0 = bin_scale(lo_r0, st_r0)
-            pre_r1, los_r1, inv_r1 = bin_scale(lo_r1, st_r1)
-            pre_p0, los_p0, inv_p0 = bin_scale(lo_p0, st_p0)
-            pre_p1, los_p1, inv_p1 = bin_scale(lo_p1, st_p1)
-            o = (int64(bh) * lq + g * G + w) * n_pairs + j          # token w; then W tokens apart
-            wp = W * n_pairs
-            for u in range(TC):
-                cr0 = bin_code(rv[2 * u], pre_r0, los_r0, inv_r0, TOP_R)
-                ct0 = bin_code(pv[2 * u], pre_p0, los_p0, inv_p0, TOP_T)
-                cr1 = bin_code(rv[2 * u + 1], pre_r1, los_r1, inv_r1, TOP_R)
-                ct1 = bin_code(pv[2 * u + 1], pre_p1, los_p1, inv_p1, TOP_T)
-                stg_u16(index, o, ((cr0 << TB) | ct0) | (((cr1 << TB) | ct1) << U8))
-                if SPLIT:
-                    stg_u16(rho_out, o, cr0 | (cr1 << U8))
-                    stg_u16(theta_out, o, ct0 | (ct1 << U8))
-                o += wp
-            c3 = c3 + 1 if c3 < 2 else U0
-            unit += nb
-        cp_async_wait0()                       # nothing may be in flight when the block ends
-
-    return polar_encode_staged
 
 
 # --------------------------------------------------------------------------

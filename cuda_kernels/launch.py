@@ -266,36 +266,6 @@ def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
     return dict(kind="tile", pairs_per_block=pt, slots=ch, tokens_per_thread=tc)
 
 
-def staged_config(n_pairs: int, group_size: int, itemsize: int, blocks: int = 0) -> dict | None:
-    """Launch configuration of encode v3 (`encode_staged_kernel`), or None where it cannot run:
-    P a multiple of 64, and warps W that split the group into TC = G / W tokens a warp with
-    TC a multiple of the tokens a warp stages a step (float16 4, float32 2, float64 1) and at
-    most 8 (registers). W = 16 where possible (the simulator: 4). blocks: the grid (0: as
-    many as the GPU holds at once, `staged_blocks`; in the simulator 3, so that blocks loop)."""
-    tps = K.STAGE_CHUNKS // (2 * K.ROW_PAIRS * itemsize // 16)
-    if n_pairs % K.ROW_PAIRS or itemsize not in (2, 4, 8):
-        return None
-    for w in ((4, 2, 8, 1, 16) if SIM else (16, 8, 32, 4, 2, 1)):
-        tc = group_size // w
-        if tc * w == group_size and tc % tps == 0 and tps <= tc <= 8:
-            return dict(kind="staged", warps=w, blocks=blocks)
-    return None
-
-
-def staged_blocks(warps: int) -> int:
-    """Blocks of encode v3 resident at once: its launch bounds ask for 1024 // (32 W) blocks a SM."""
-    if SIM:
-        return 3
-    return cuda.get_current_device().MULTIPROCESSOR_COUNT * max(1, 1024 // (32 * warps))
-
-
-def staged_eligible(keys3, group_size, *outputs) -> bool:
-    """encode v3 copies 16-byte chunks of keys and stores two codes at once: a configuration
-    exists (staged_config), the keys are 16-byte aligned, the uint8 outputs 2-byte aligned."""
-    return (staged_config(keys3.shape[2] // 2, group_size, keys3.dtype.itemsize) is not None
-            and _pointer(keys3) % 16 == 0 and all(_pointer(o) % 2 == 0 for o in outputs if o is not None))
-
-
 def rows_eligible(keys3, *outputs) -> bool:
     """encode v2 reads two elements at once and stores two codes at once: P even, the keys aligned
     to two elements, the uint8 outputs (index, rho, theta; None skipped) to two bytes."""
@@ -303,15 +273,13 @@ def rows_eligible(keys3, *outputs) -> bool:
             and all(_pointer(o) % 2 == 0 for o in outputs if o is not None))
 
 
-def encode_kernel_for(config: dict, r_bits: int, t_bits: int, pairing: str, split: bool):
-    """The compiled-on-first-launch encode kernel of a launch configuration from `encode_config`."""
-    if config["kind"] == "staged":
-        return K.encode_staged_kernel(r_bits, t_bits, pairing == "half", split, config["itemsize"],
-                                      config["group_size"], config["warps"])
+def encode_kernel_for(config: dict, r_bits: int, t_bits: int, pairing: str, split: bool, n_pairs: int = 0):
+    """The compiled-on-first-launch encode kernel of a launch configuration from `encode_config`
+    (v2 for keys of n_pairs pairs only, where n_pairs > 0: one kernel a key width)."""
     if config["kind"] == "rows":
         return K.encode_rows_kernel(r_bits, t_bits, config["warps"], config["tokens_per_warp"],
                                     pairing == "half", split, config.get("fast_root", False),
-                                    config.get("exact", False))
+                                    config.get("exact", False), n_pairs)
     return K.encode_kernel(r_bits, t_bits, config["pairs_per_block"], config["slots"],
                            config["tokens_per_thread"], split)
 
@@ -333,21 +301,7 @@ def launch_encode(keys3, r_bits, t_bits, group_size, pairing, index, rho, theta,
     if not split:                       # packed index only: the split outputs are never written
         rho = theta = index
     flat = keys3.reshape(keys3.size)
-    if cfg["kind"] == "staged":
-        if not staged_eligible(keys3, group_size, index, rho, theta):
-            raise ValueError(f"encode v3 needs P a multiple of {K.ROW_PAIRS}, a group size its warps split "
-                             f"(staged_config), keys aligned to 16 bytes and outputs to 2; got d = {d}, "
-                             f"group_size = {group_size}, key dtype {keys3.dtype}, key address "
-                             f"{_pointer(keys3)}, output addresses "
-                             f"{[_pointer(o) for o in (index, rho, theta) if o is not None]}")
-        cfg = dict(cfg, itemsize=keys3.dtype.itemsize, group_size=group_size)
-        kern = encode_kernel_for(cfg, r_bits, t_bits, pairing, split)
-        units = bhs * n_groups * (n_pairs // K.ROW_PAIRS)
-        blocks = min(units, cfg.get("blocks") or staged_blocks(cfg["warps"]))
-        kern[blocks, 32 * cfg["warps"]](flat, bhs, length, d, index, rho, theta,
-                                        r_min, r_step, phi_min, phi_step, flags)
-        return
-    kern = encode_kernel_for(cfg, r_bits, t_bits, pairing, split)
+    kern = encode_kernel_for(cfg, r_bits, t_bits, pairing, split, n_pairs)
     if cfg["kind"] == "rows":
         if not rows_ok:
             raise ValueError(f"encode v2 needs P even, keys aligned to 2 elements and outputs to 2 bytes; "

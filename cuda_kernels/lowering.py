@@ -50,19 +50,11 @@ def _cases():
                 for n_pairs, g, fast_root in ((64, 128, False), (4, 16, True)):   # W-GPU: the default
                     cfg = dict(L.encode_config(n_pairs, g, rows=True), fast_root=fast_root)
                     yield (f"encode v2 {np.dtype(dt).name} {pairing} split={split} P={n_pairs} G={g} "
-                           f"fast_root={fast_root}", L.encode_kernel_for(cfg, 4, 4, pairing, split),
+                           f"fast_root={fast_root}", L.encode_kernel_for(cfg, 4, 4, pairing, split, n_pairs),
                            (keys, 1, 1, 1, u8, u8, u8, *params, i32))
         cfg = dict(L.encode_config(64, 128, rows=True), exact=False)     # groups the warps do not divide
         yield (f"encode v2 {np.dtype(dt).name} not exact", L.encode_kernel_for(cfg, 4, 4, "half", False),
                (keys, 1, 1, 1, u8, u8, u8, *params, i32))
-        for pairing in ("half", "interleaved"):
-            for split in (True, False):
-                for g in (128, 64):
-                    cfg = L.staged_config(64, g, np.dtype(dt).itemsize)
-                    cfg = dict(cfg, itemsize=np.dtype(dt).itemsize, group_size=g)
-                    yield (f"encode v3 {np.dtype(dt).name} {pairing} split={split} G={g}",
-                           L.encode_kernel_for(cfg, 4, 4, pairing, split),
-                           (keys, 1, 1, 1, u8, u8, u8, *params, i32))
         for split in (True, False):          # v1 reads both pairings through strides: one kernel each
             kern = L.encode_kernel_for(L.encode_config(3, 16, rows=False), 3, 5, "half", split)
             yield (f"encode v1 {np.dtype(dt).name} split={split} P=3", kern,
