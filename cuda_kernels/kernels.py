@@ -31,8 +31,8 @@ Versions of the scoring kernel (numbers in benchmarks/NOTES-gpu.md):
 Encode: `encode_rows_kernel` (v2, the default: a warp reads whole rows of keys,
 two pairs a lane, branch-free polar form) and `encode_kernel` (v1: a tile of
 pairs x token slots, one pair a thread), which takes what v2 cannot: P odd or
-keys not aligned to two elements. H200, fp16 keys, B=8 L=32768: 0.402 ms, 40 %
-of the memory roofline (v1: 0.784 ms).
+keys not aligned to two elements. H200, fp16 keys, B=8 L=32768: 0.328 ms, 49 %
+of the memory roofline (v2.7; v1: 0.784 ms).
 
 Precision: table entries, radii and sums are float32 (float16 table option:
 entries rounded to float16, arithmetic still float32); sin/cos of the bin
@@ -518,7 +518,8 @@ def _polar32(fast_root):
         that float32 rounds to 2*pi (its 2*pi is 1.7e-7 above the real one) becomes
         the float32 just below it, unless float64 also rounds it to 2*pi: only then
         does the golden model wrap it to 0.
-        Error: r about 2 ulp, phi about 2 ulp of max(phi, pi/2) (4 next to 2*pi).
+        Error: r about 2 ulp (from float16 keys at most 2.4 ulp at the measured root error,
+        2.9 at the bound the tests assume), phi about 2 ulp of max(phi, pi/2) (4 next to 2*pi).
         """
         ax = abs(x)
         ay = abs(y)
@@ -582,25 +583,29 @@ def bin_code(v, pre, lo_pre, inv, top):
     return floor_u32(c)                          # below 0 and NaN: 0
 
 
-@cuda.jit(device=True, inline=True)
-def bin_scale_narrow(lo, step):
-    """(inv, -lo * inv) for values from float16 keys: their position in bins is one FMA,
-    fma(v, inv, -lo * inv), where bin_code takes an FMA and a multiply. Their steps are at least
-    2**-67 (angles: ulp(atan(2**-24 / 65504)) / 16; radii larger), so inv <= 2**67 and
-    lo * inv <= 2**70 are finite. The position errs by about 2 eps * (|v| + |lo|) / step + 16 eps
-    bins, within the 32 eps * (|lo| + 16 step) / step of tolerances.boundary_band that the values'
-    own errors (3 ulp at most) leave mostly unused."""
-    inv = F1 / step if step > F0 else F0
-    return inv, -lo * inv
+SHRINK = np.float32(1.0 - 2.0**-22)       # bin_scale_narrow: keeps the group's max below the top edge
 
 
 @cuda.jit(device=True, inline=True)
-def bin_code_narrow(v, inv, lo_inv, top):
-    """The code of value v from bin_scale_narrow's constants, clipped to [0, top]."""
-    c = fma(v, inv, lo_inv)                      # 0 for a zero range
-    if c > top:
-        c = top
-    return floor_u32(c)                          # below 0: 0
+def bin_scale_narrow(step):
+    """inv for values from float16 keys: the code of v is floor((v - lo) * inv), no clip.
+
+    inv = 1/step shrunk by 2**-22 (relative). With step = D / 2**bits, D = fl(hi - lo):
+    fl(hi - lo) * inv <= 2**bits (1 + 2**-24)**2 (1 - 2**-22) < 2**bits (1 - 2**-23), which rounds
+    to at most the float below 2**bits, so the group's max lands in the top bin, its min
+    (v - lo = 0) in bin 0, and v - lo >= 0 never needs the lower clip. The shrink moves a position
+    down by at most 2**bits * 2**-22 bins (2**-18 at 4 bits), far inside tolerances.boundary_band
+    (at least 2**bits * 32 * eps32 bins). From float16 keys a nonzero step is at least
+    2**-63 / 2**bits (distinct angles are at least ulp(2**-40) apart; radii more), so the
+    division needs no prescale (bin_scale's 2**64). A zero step gives inv = 0: every code 0.
+    """
+    return F1 / step * SHRINK if step > F0 else F0
+
+
+@cuda.jit(device=True, inline=True)
+def bin_code_narrow(v, lo, inv):
+    """The code of value v in [lo, hi] from bin_scale_narrow's inv: FADD, FMUL, F2I."""
+    return floor_u32((v - lo) * inv)
 
 
 @lru_cache(maxsize=None)
@@ -721,7 +726,8 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     extremes, then one thread per (quantity, pair) over the warps); codes of
     the two pairs leave as one 2-byte store. Needs P even and the keys
     aligned to two elements (the launcher checks; else encode_kernel).
-    fast_root: the radius's square root by root_1p instead of the IEEE sqrt.
+    fast_root: the radius's square root by root_1p instead of the IEEE sqrt (keys wider than
+    float16; from float16 keys the radius is always sqrt.approx(x*x + y*y)).
     exact: the launcher guarantees group_size == warps * tokens_per_warp, so no
     token is past the group's end: no clamp of token offsets, no store checks
     (8 of about 85 instructions a token-pair); otherwise any group_size up to
@@ -833,10 +839,9 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
                 lo = min(lo, lds_f32(red, (2 * q * W + v) * ROW_PAIRS + jk))
                 nhi = min(nhi, lds_f32(red, ((2 * q + 1) * W + v) * ROW_PAIRS + jk))
             step = (-nhi - lo) * (SCALE_R if q == 0 else SCALE_T)
-            if narrow:                                       # (inv, -lo * inv)
-                inv, lo_inv = bin_scale_narrow(lo, step)
-                stg(fin, (3 * q) * ROW_PAIRS + jk, inv)      # [quantity][pair]
-                stg(fin, (3 * q + 1) * ROW_PAIRS + jk, lo_inv)
+            if narrow:                                       # (lo, inv)
+                stg(fin, (3 * q) * ROW_PAIRS + jk, lo)       # [quantity][pair]
+                stg(fin, (3 * q + 1) * ROW_PAIRS + jk, bin_scale_narrow(step))
             else:                                            # (pre, lo * pre, inv)
                 pre, lo_pre, inv = bin_scale(lo, step)
                 stg(fin, (3 * q) * ROW_PAIRS + jk, pre)
@@ -870,11 +875,11 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         o = (int64(bh) * lq + g * group_size + w) * n_pairs + j      # token w; then W tokens apart
         wp = W * n_pairs
         for u in range(TC):
-            if narrow:             # (inv, -lo * inv) where (pre, lo * pre) are otherwise; no third
-                cr0 = bin_code_narrow(rv[2 * u], pre_r0, los_r0, TOP_R)
-                ct0 = bin_code_narrow(pv[2 * u], pre_p0, los_p0, TOP_T)
-                cr1 = bin_code_narrow(rv[2 * u + 1], pre_r1, los_r1, TOP_R)
-                ct1 = bin_code_narrow(pv[2 * u + 1], pre_p1, los_p1, TOP_T)
+            if narrow:             # (lo, inv) where (pre, lo * pre) are otherwise; no third
+                cr0 = bin_code_narrow(rv[2 * u], pre_r0, los_r0)
+                ct0 = bin_code_narrow(pv[2 * u], pre_p0, los_p0)
+                cr1 = bin_code_narrow(rv[2 * u + 1], pre_r1, los_r1)
+                ct1 = bin_code_narrow(pv[2 * u + 1], pre_p1, los_p1)
             else:
                 cr0 = bin_code(rv[2 * u], pre_r0, los_r0, inv_r0, TOP_R)
                 ct0 = bin_code(pv[2 * u], pre_p0, los_p0, inv_p0, TOP_T)

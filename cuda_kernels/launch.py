@@ -241,9 +241,10 @@ def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
     """Launch configuration of the encode kernels.
 
     rows=True (v2, `encode_rows_kernel`): `warps` warps, each `tokens_per_warp`
-    tokens of the group, square roots by the IEEE sqrt (fast_root=True: `kernels.root_1p`,
-    rsqrt and a Newton step, fewer instructions but 3-5 % slower on an H200 in two of three
-    runs); needs P even and keys aligned to two elements. The warps divide the group where a power of
+    tokens of the group; the radius of float16 keys is sqrt.approx(x*x + y*y), of wider keys
+    max * sqrt(1 + a*a) by the IEEE sqrt (fast_root=True: `kernels.root_1p`, rsqrt and a
+    Newton step, fewer instructions but 3-5 % slower on an H200 in three of four runs; it
+    changes nothing for float16 keys); needs P even and keys aligned to two elements. The warps divide the group where a power of
     two >= 4 does with at most ENCODE_TOKENS tokens a warp (then `exact`: no
     token past the group's end to guard).
     rows=False (v1, `encode_kernel`): PT pairs x CH token slots, TC tokens a thread.

@@ -158,13 +158,24 @@ def _edge_keys(kind):
         keys[0, :, 0] = np.tile(np.float16([65504, 30000, 1000, 1, 0.5, 7, 60000, 2]), 4)
         keys[0, :, 8] = -np.tile(np.float16([2**-24, 2**-23, 3 * 2**-24, 2**-20, 1e-4, 2**-24, 0.0, 1]), 4)
         return keys
+    if kind == "float16 ranges a few ulps wide":   # far from 0: lo / step near 2**26, where an
+        keys = keys.astype(np.float16)             # FMA with a rounded -lo / step lost the end bins
+        keys[0, :, 0] = 2047                       # pair 0: radii 2047 and 2047 + 3 ulps
+        keys[0, :, 8] = np.tile(np.float16([0.0, 1.0625]), 16)
+        keys[0, :, 1] = np.tile(np.float16([-2047, -2046]), 16)   # pair 1: angles near 5*pi/4,
+        keys[0, :, 9] = np.tile(np.float16([-2046, -2045]), 16)   # a few ulps apart
+        return keys
     x = np.abs(keys[0, :, 0]) + 0.5         # pair 0: angles just below 2*pi, where float32 rounds
     keys[0, :, 0] = x                       # up to its 2*pi and float64 does only below 4.4e-16
     keys[0, :, 8] = -x * np.tile([1e-8, 1e-7, 2e-7, 3e-7, 1e-20, 1e-17, 4e-16, 5e-16], 4)
     return keys
 
 
-@pytest.mark.parametrize("kind", ["float32 subnormals", "angles next to 2*pi", "float16 angles next to 2*pi"])
+EDGE_KINDS = ["float32 subnormals", "angles next to 2*pi", "float16 angles next to 2*pi",
+              "float16 ranges a few ulps wide"]
+
+
+@pytest.mark.parametrize("kind", EDGE_KINDS)
 @pytest.mark.parametrize("config", ["v1 tile", "v2 rows, fast root", "v2 rows, warps dividing the group (exact)",
                                     "v2 rows, IEEE sqrt, exact (the default)"])
 def test_encode_edge_values_match_golden(config, kind):
@@ -173,8 +184,17 @@ def test_encode_edge_values_match_golden(config, kind):
     (the golden model wraps to 0 only what float64 rounds to 2*pi), from float32 and from
     float16 keys (whose kernels take the wrap as one min). For float16 keys the golden model never
     wraps, so there the case guards against wrong codes and parameters on tiny negative angles;
-    float32's 2*pi in place of the float below it would still be within tolerance."""
+    float32's 2*pi in place of the float below it would still be within tolerance. Float16 groups
+    whose range is a few ulps wide, far from 0: the group's min and max must land in bins 0 and
+    top exactly (the band is wider than a bin there, so only the end bins pin the codes down)."""
     _launch_and_check(_edge_keys(kind), 32, "half", encode_config(config, 32))
+    if kind == "float16 ranges a few ulps wide":
+        from polarref.backends import load_backend
+
+        code = load_backend("cuda").encode(_edge_keys(kind), 4, 4, 32, "half")
+        for name in ("rho", "theta"):
+            got = np.asarray(getattr(code, name))[0, :, :2]       # pairs 0 and 1, all 32 tokens
+            assert np.array_equal(np.sort(np.unique(got, axis=0), axis=0), [[0, 0], [15, 15]]), (name, got[:4])
 
 
 @pytest.mark.parametrize("config", [dict(kind="rows", warps=4, tokens_per_warp=7),
