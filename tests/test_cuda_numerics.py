@@ -195,3 +195,51 @@ def test_hardware_sqrt_approx_error():
     zero = cuda.to_device(np.zeros(1, np.float32))
     root_of_zero[1, 1](zero)
     assert zero.copy_to_host()[0].view(np.uint32) == 0          # +0, as the golden model's hypot
+
+
+def _narrow_groups(rng, n_groups=300, size=32):
+    """Groups of float32 values as float16 keys give them: radii and angles of random float16
+    pairs, and groups only a few ulps wide far from 0 (lo / step up to about 2**26)."""
+    from cuda_kernels import kernels as K
+
+    groups = []
+    x, y = _float16_pairs(n_groups * size // 2)
+    polar = np.array([K.polar32(a, b, True) for a, b in zip(x, y)], dtype=np.float32)
+    for quantity in (polar[:, 0], polar[:, 1]):
+        groups += list(quantity[: (quantity.size // size) * size].reshape(-1, size))
+    for _ in range(n_groups):
+        base = np.float32(rng.uniform(1e-3, 2 * np.pi))
+        ulps = rng.integers(0, rng.choice([2, 4, 7, 64, 1 << 20]), size).astype(np.int64)
+        groups.append((base.view(np.int32) + ulps).astype(np.int32).view(np.float32))
+    return groups
+
+
+def test_narrow_codes_pin_the_end_bins_and_stay_in_the_band():
+    """kernels.bin_scale_narrow and bin_code_narrow (float16 keys' codes: floor((v - lo) * inv), inv
+    = 1/step shrunk by 2**-22, no clip): a group's min in bin 0, its max in the top bin, every code
+    <= top, and against floor((v - lo) / step) in float64 only codes in the boundary band differ,
+    by one. Groups a few ulps wide far from 0 included: there an FMA with a rounded -lo / step
+    (e31a737) put the max bins away from the top."""
+    from cuda_kernels import kernels as K
+    from polarref import tolerances as T
+    from polarref import verify
+
+    if not K.SIM:
+        pytest.skip("calls the device functions' Python bodies: simulator only")
+    rng = np.random.default_rng(23)
+    for k, v in enumerate(_narrow_groups(rng)):
+        bits = int(rng.integers(1, 8))
+        lo, hi = v.min(), v.max()
+        step = np.float32((hi - lo) * np.float32(2.0**-bits))        # as the kernel computes it
+        inv = K.bin_scale_narrow(step)
+        got = np.array([K.bin_code_narrow(a, lo, inv) for a in v], dtype=np.int64)
+        top = 2**bits - 1
+        assert got.max() <= top
+        if step > 0:
+            assert got[v == lo].max() == 0 and got[v == hi].min() == top, (k, bits, lo, hi, got)
+        lo64 = np.array([[float(lo)]])
+        step64 = np.array([[float(hi - lo) * 2.0**-bits]])
+        want = np.clip(np.floor((v.astype(np.float64) - float(lo)) / max(step64[0, 0], 1e-300)), 0, top)
+        want = np.where(step64[0, 0] > 0, want, 0).astype(np.int64)
+        verify.codes_agree(f"group {k}", got[:, None], want[:, None], v.astype(np.float64)[:, None],
+                           lo64, step64, bits, T.EPS32)
