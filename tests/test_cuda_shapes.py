@@ -162,8 +162,8 @@ def _edge_keys(kind):
         keys = keys.astype(np.float16)             # FMA with a rounded -lo / step lost the end bins
         keys[0, :, 0] = 2047                       # pair 0: radii 2047 and 2047 + 3 ulps
         keys[0, :, 8] = np.tile(np.float16([0.0, 1.0625]), 16)
-        keys[0, :, 1] = np.tile(np.float16([-2047, -2046]), 16)   # pair 1: angles near 5*pi/4,
-        keys[0, :, 9] = np.tile(np.float16([-2046, -2045]), 16)   # a few ulps apart
+        keys[0, :, 1] = np.tile(np.float16([-2047, -2039]), 16)   # pair 1: angles near 5*pi/4,
+        keys[0, :, 9] = np.tile(np.float16([-2046, -2038]), 16)   # 4 float32 ulps apart
         return keys
     x = np.abs(keys[0, :, 0]) + 0.5         # pair 0: angles just below 2*pi, where float32 rounds
     keys[0, :, 0] = x                       # up to its 2*pi and float64 does only below 4.4e-16
