@@ -275,7 +275,6 @@ ENCODE_VARIANTS = [  # (label, launch configuration; None = the launcher's defau
     ("v2 32 warps", dict(kind="rows", warps=32, tokens_per_warp=4, fast_root=False, exact=True)),
     ("v2 fast root", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=True, exact=True)),  # wide keys only
     ("v2 not exact", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=False, exact=False)),
-    ("v2", dict(kind="rows", warps=16, tokens_per_warp=8, fast_root=False, exact=True)),
 ]
 
 

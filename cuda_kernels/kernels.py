@@ -512,10 +512,10 @@ def _polar32(fast_root):
         sqrt.approx(fma(x, x, y*y)) instead: x*x and y*y are exact (22 significant
         bits), the sum rounds once and stays in the normal range ([2**-48, 2**33] or 0),
         and the hardware root errs by SQRT_REL_ERR at most (measured on the H200,
-        tests/test_cuda_numerics.py): 3 instructions where the other form takes 12. Signed zeros follow numpy's arctan2 (x = -0.0
-        counts as negative), then -0 -> +0 as in the golden model (y = -0.0 is not
-        negative here, and phi is never -0). A negative angle
-        that float32 rounds to 2*pi (its 2*pi is 1.7e-7 above the real one) becomes
+        tests/test_cuda_numerics.py): 3 instructions where the other form takes 12.
+        Signed zeros follow numpy's arctan2 (x = -0.0 counts as negative), then -0 -> +0
+        as in the golden model (y = -0.0 is not negative here, and phi is never -0). A
+        negative angle that float32 rounds to 2*pi (its 2*pi is 1.7e-7 above the real one) becomes
         the float32 just below it, unless float64 also rounds it to 2*pi: only then
         does the golden model wrap it to 0.
         Error: r about 2 ulp (from float16 keys at most 2.4 ulp at the measured root error,
@@ -606,6 +606,23 @@ def bin_scale_narrow(step):
 def bin_code_narrow(v, lo, inv):
     """The code of value v in [lo, hi] from bin_scale_narrow's inv: FADD, FMUL, F2I."""
     return floor_u32((v - lo) * inv)
+
+
+@cuda.jit(device=True, inline=True)
+def bin_constants(lo, step, narrow):
+    """A range's three binning constants (k0, k1, k2): (lo, bin_scale_narrow's inv, unused) for
+    values from float16 keys (narrow), else bin_scale's (pre, lo * pre, inv)."""
+    if narrow:
+        return lo, bin_scale_narrow(step), F0
+    return bin_scale(lo, step)
+
+
+@cuda.jit(device=True, inline=True)
+def bin_code_from(v, k0, k1, k2, top, narrow):
+    """The code of value v from bin_constants (narrow as given to it)."""
+    if narrow:
+        return bin_code_narrow(v, k0, k1)
+    return bin_code(v, k0, k1, k2, top)
 
 
 @lru_cache(maxsize=None)
@@ -740,7 +757,7 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
     D = 2 * n_pairs
     polar = polar32_fast_root if fast_root else polar32
     NT = W * 32
-    NFIN = 6 * ROW_PAIRS                      # (pre, lo * pre, inv) of radius and angle x pair
+    NFIN = 6 * ROW_PAIRS                      # bin_constants (k0, k1, k2) of radius and angle x pair
     NREDW = 4 * W * ROW_PAIRS                 # array sizes must be constants, not expressions
     TC2 = 2 * TC
     SPLIT = bool(split)
@@ -839,14 +856,10 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
                 lo = min(lo, lds_f32(red, (2 * q * W + v) * ROW_PAIRS + jk))
                 nhi = min(nhi, lds_f32(red, ((2 * q + 1) * W + v) * ROW_PAIRS + jk))
             step = (-nhi - lo) * (SCALE_R if q == 0 else SCALE_T)
-            if narrow:                                       # (lo, inv)
-                stg(fin, (3 * q) * ROW_PAIRS + jk, lo)       # [quantity][pair]
-                stg(fin, (3 * q + 1) * ROW_PAIRS + jk, bin_scale_narrow(step))
-            else:                                            # (pre, lo * pre, inv)
-                pre, lo_pre, inv = bin_scale(lo, step)
-                stg(fin, (3 * q) * ROW_PAIRS + jk, pre)
-                stg(fin, (3 * q + 1) * ROW_PAIRS + jk, lo_pre)
-                stg(fin, (3 * q + 2) * ROW_PAIRS + jk, inv)
+            k0, k1, k2 = bin_constants(lo, step, narrow)
+            stg(fin, (3 * q) * ROW_PAIRS + jk, k0)          # [quantity][constant][pair]
+            stg(fin, (3 * q + 1) * ROW_PAIRS + jk, k1)
+            stg(fin, (3 * q + 2) * ROW_PAIRS + jk, k2)
             jg = cuda.blockIdx.y * ROW_PAIRS + jk
             if jg < n_pairs:
                 o = (int64(bh) * n_groups + g) * n_pairs + jg
@@ -865,26 +878,20 @@ def encode_rows_kernel(r_bits: int, t_bits: int, warps: int, tokens_per_warp: in
         """Codes of the thread's token-pairs, two pairs to a 2-byte store (active lanes only)."""
         n_pairs, n_groups, tid, w, jl, j, active, ax, ay, mine, stride = geo
         index, rho_out, theta_out = outs
-        pre_r0, pre_r1 = lds_f32x2(fin, jl)
-        los_r0, los_r1 = lds_f32x2(fin, ROW_PAIRS + jl)
-        inv_r0, inv_r1 = lds_f32x2(fin, 2 * ROW_PAIRS + jl)
-        pre_p0, pre_p1 = lds_f32x2(fin, 3 * ROW_PAIRS + jl)
-        los_p0, los_p1 = lds_f32x2(fin, 4 * ROW_PAIRS + jl)
-        inv_p0, inv_p1 = lds_f32x2(fin, 5 * ROW_PAIRS + jl)
+        k0_r0, k0_r1 = lds_f32x2(fin, jl)                 # bin_constants of pairs j, j + 1
+        k1_r0, k1_r1 = lds_f32x2(fin, ROW_PAIRS + jl)
+        k2_r0, k2_r1 = lds_f32x2(fin, 2 * ROW_PAIRS + jl)
+        k0_p0, k0_p1 = lds_f32x2(fin, 3 * ROW_PAIRS + jl)
+        k1_p0, k1_p1 = lds_f32x2(fin, 4 * ROW_PAIRS + jl)
+        k2_p0, k2_p1 = lds_f32x2(fin, 5 * ROW_PAIRS + jl)
         lq = n_groups * group_size
         o = (int64(bh) * lq + g * group_size + w) * n_pairs + j      # token w; then W tokens apart
         wp = W * n_pairs
         for u in range(TC):
-            if narrow:             # (lo, inv) where (pre, lo * pre) are otherwise; no third
-                cr0 = bin_code_narrow(rv[2 * u], pre_r0, los_r0)
-                ct0 = bin_code_narrow(pv[2 * u], pre_p0, los_p0)
-                cr1 = bin_code_narrow(rv[2 * u + 1], pre_r1, los_r1)
-                ct1 = bin_code_narrow(pv[2 * u + 1], pre_p1, los_p1)
-            else:
-                cr0 = bin_code(rv[2 * u], pre_r0, los_r0, inv_r0, TOP_R)
-                ct0 = bin_code(pv[2 * u], pre_p0, los_p0, inv_p0, TOP_T)
-                cr1 = bin_code(rv[2 * u + 1], pre_r1, los_r1, inv_r1, TOP_R)
-                ct1 = bin_code(pv[2 * u + 1], pre_p1, los_p1, inv_p1, TOP_T)
+            cr0 = bin_code_from(rv[2 * u], k0_r0, k1_r0, k2_r0, TOP_R, narrow)
+            ct0 = bin_code_from(pv[2 * u], k0_p0, k1_p0, k2_p0, TOP_T, narrow)
+            cr1 = bin_code_from(rv[2 * u + 1], k0_r1, k1_r1, k2_r1, TOP_R, narrow)
+            ct1 = bin_code_from(pv[2 * u + 1], k0_p1, k1_p1, k2_p1, TOP_T, narrow)
             if EXACT or u <= mine:
                 stg_u16(index, o, ((cr0 << TB) | ct0) | (((cr1 << TB) | ct1) << U8))
                 if SPLIT:
