@@ -184,6 +184,7 @@ def scores_variants():
         ("mma gpb4", "mma", dict(groups_per_block=4)),
         ("mma gpb8", "mma", dict(groups_per_block=8)),
         ("mma gpb16", "mma", dict(groups_per_block=16)),
+        ("mma gpb32", "mma", dict(groups_per_block=32)),  # W-GPU's most, not balanced to the waves
         ("mma 4B loads", "mma", dict(wide_loads=False)),
         ("mma 4 warps", "mma", dict(slots=1, warps=4)),   # v2.3.1: 4 warps of 2 tiles of 16 tokens
         ("mma 1 slot", "mma", dict(slots=1)),           # v2.4: one token a row of A, 2 warps of 4 tiles
@@ -365,8 +366,6 @@ def _write_sass(kern, name, folder, cfg):
 
 def dump_sass(folder, batch=1, length=4096):
     """SASS of the mma scoring kernel and of the encode kernels as compiled for W-GPU, with opcode counts."""
-    from cuda_kernels import mma
-
     rng = np.random.default_rng(SEED)
     bhs = batch * H_KV
     _, dev = random_code(rng, batch, length)
@@ -376,7 +375,7 @@ def dump_sass(folder, batch=1, length=4096):
     cfg, launch = scores_launch("mma", dev, out, flags, batch, length, groups_per_block=w_gpu["groups_per_block"])
     launch()
     cuda.synchronize()
-    _write_sass(mma.mma_scores_kernel(**cfg), "mma_scores", folder, cfg)
+    _write_sass(CL.mma_kernel_for(cfg), "mma_scores", folder, cfg)
 
     keys = cuda.to_device((rng.standard_normal((bhs, length, D)) * 2.0).astype(np.float16))
     index = cuda.device_array(bhs * length * P, np.uint8)

@@ -454,9 +454,12 @@ def launch_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, 
 
 def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0,
                n_heads=MMA.MMA_HEADS, **overrides) -> dict:
-    """Compile-time configuration of mma.mma_scores_kernel: a block scores enough groups of one
-    KV head to amortise loading its query fragments, while the grid keeps about 2048 blocks or more
-    (W-GPU: 32 groups a block, measured best of 1, 8, 16, 32 with v2.2). lean (v2.3, fewer
+    """Configuration of mma.mma_scores_kernel and its launch: a block scores up to
+    groups_per_block groups of one KV head, enough to amortise loading its query fragments, while
+    the grid keeps about 2048 blocks or more (W-GPU: 32 groups a block, measured best of 1, 8, 16,
+    32 with v2.2); unless groups_per_block is overridden, launch_mma_scores then takes the count
+    of at least half that which best fills the GPU's waves of resident blocks
+    (balanced_groups_per_block). lean (v2.3, fewer
     registers: 0.304 ms on W-GPU against v2.2's 0.400) wherever mma.lean_fits; two tokens a row of
     A (v2.5, mma.default_slots) where n_heads query heads a KV head fit 4 columns and a block
     scores 2 groups or more (with one group a block the prologue, twice as many query fragments,
@@ -473,10 +476,58 @@ def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0,
                wide_loads=n_pairs % 64 == 0 and index_ptr % 16 == 0,
                lean=lean, slots=MMA.default_slots(n_heads, n_pairs, t_bits, group_size) if lean and gpb > 1 else 1)
     cfg.update(overrides)
+    cfg["balance"] = "groups_per_block" not in overrides
     if "warps" not in overrides:              # v2.2 keeps 2 KS B registers a tile: 4 warps there
         cfg["warps"] = (MMA.default_warps(n_pairs, t_bits, group_size, cfg["slots"]) if cfg["lean"]
                         else MMA.mma_warps(group_size))
     return cfg
+
+
+MMA_LAUNCH_KEYS = ("groups_per_block", "balance")       # mma_config keys that are not the factory's
+
+
+def mma_kernel_for(config):
+    """The mma.mma_scores_kernel of an mma_config (its launch keys left out)."""
+    return MMA.mma_scores_kernel(**{k: v for k, v in config.items() if k not in MMA_LAUNCH_KEYS})
+
+
+BLOCK_PROLOGUE = 0.5    # a block's query fragments and first loads, in group times (see below)
+
+
+def balanced_groups_per_block(resident, rows, n_groups, most):
+    """Groups a block, of max(2, ceil(most / 2)) .. most (most itself where most < 2), whose grid of
+    rows x ceil(n_groups / g) blocks best fills whole waves of `resident` blocks (those the GPU
+    holds at once): the least ceil(blocks / resident) * (g + BLOCK_PROLOGUE), the larger g on ties.
+
+    W-GPU (64 rows of 1024 groups, most 32): at 8 blocks a SM (1056 resident) 32 groups a block
+    give 2048 blocks, 1.94 waves, and stay; at 10 (1320) the same grid is 1.55 waves, its second
+    wave 55 % full (ncu: 16.6 of 20 warps a SM active), and 25 groups (2624 blocks, 1.99 waves)
+    are chosen. At least half of `most`, so that mma_config's choice of token slots (2 only where
+    a block scores 2 groups or more) holds."""
+    if most < 2:
+        return most
+    best = None
+    for g in range(max(2, -(-most // 2)), most + 1):
+        waves = -(-rows * -(-n_groups // g) // resident)
+        cost = (waves * (g + BLOCK_PROLOGUE), -g)
+        if best is None or cost < best[0]:
+            best = (cost, g)
+    return best[1]
+
+
+_BALANCED = {}          # (kernel, threads, rows, n_groups, most) -> groups a block
+
+
+def launch_groups_per_block(kern, args, threads, rows, n_groups, most):
+    """balanced_groups_per_block for kern (compiled for args), cached: the blocks the GPU holds at
+    once are the CUDA occupancy calculator's blocks a SM times the SMs, as for a cooperative
+    launch. The cache keeps a launch's Python work small (B = 1, L = 4096 takes 5 us)."""
+    key = (kern, threads, rows, n_groups, most)
+    if key not in _BALANCED:
+        compiled = kern.compile(tuple(kern.typeof_pyval(a) for a in args))
+        resident = compiled.max_cooperative_grid_blocks(threads)
+        _BALANCED[key] = balanced_groups_per_block(resident, rows, n_groups, most)
+    return _BALANCED[key]
 
 
 def launch_mma_scores(index, r_min, r_step, phi_min, phi_step, queries, group_size, pairing,
@@ -484,14 +535,17 @@ def launch_mma_scores(index, r_min, r_step, phi_min, phi_step, queries, group_si
     """Kernel only: tensor-core scores of the quantized tokens into out; flags[0] = 1 on float16 overflow."""
     if bhs * n_groups * n_heads == 0:
         return
-    kern = MMA.mma_scores_kernel(**config)
+    kern = mma_kernel_for(config)
     n_pairs, gpb = config["n_pairs"], config["groups_per_block"]
     x_stride, y_offset = (1, n_pairs) if pairing == "half" else (2, 1)
     slots = config.get("slots", 1)
     threads = 32 * MMA.mma_warps(group_size, config.get("warps", 0), slots)
-    grid = _grid(-(-n_groups // gpb), bhs, -(-n_heads // (MMA.MMA_HEADS // slots)))
-    kern[grid, threads](index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
-                        n_groups, n_heads, out, out_len, flags, MMA.radius_magic(config["t_bits"]))
+    head_blocks = -(-n_heads // (MMA.MMA_HEADS // slots))
+    args = [index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
+            n_groups, n_heads, out, out_len, flags, MMA.radius_magic(config["t_bits"]), gpb]
+    if config.get("balance") and gpb > 1 and not SIM:   # the simulator has no occupancy: grids as configured
+        gpb = args[-1] = launch_groups_per_block(kern, args, threads, bhs * head_blocks, n_groups, gpb)
+    kern[_grid(-(-n_groups // gpb), bhs, head_blocks), threads](*args)
 
 
 def launch_residual_scores(queries, residual3, n_heads, lq, out, out_len):

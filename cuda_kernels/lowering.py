@@ -37,7 +37,6 @@ def _cases():
     """(name, kernel, argument stand-ins): NumPy arrays type exactly like device arrays."""
     from . import kernels as K
     from . import launch as L
-    from . import mma as MMA
 
     u8, f32, i32 = (np.zeros(4, t) for t in (np.uint8, np.float32, np.int32))
     params = (f32, f32, f32, f32)
@@ -69,8 +68,8 @@ def _cases():
         # the launcher's defaults for 4 heads (v2.5: 2 token slots) and 8 heads (1 slot), and v2.2
         for variant in (dict(n_heads=4), {}, dict(lean=False)):
             cfg = L.mma_config(n_pairs, 4, t_bits, 16 if n_pairs < 64 else 128, n_groups, bhs, ptr, **variant)
-            yield (f"scores mma {cfg}", MMA.mma_scores_kernel(**cfg),
-                   (u8, *params, f32, 1, 1, 1, 1, f32, 1, i32, np.uint32(0)))
+            yield (f"scores mma {cfg}", L.mma_kernel_for(cfg),
+                   (u8, *params, f32, 1, 1, 1, 1, f32, 1, i32, np.uint32(0), 1))
 
     for dt in key_dtypes:
         res3 = np.zeros((1, 1, 2), dt)

@@ -426,13 +426,14 @@ def _query_loader(n_pairs: int, slots: int = 1):
 
 @lru_cache(maxsize=None)
 def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
-                      groups_per_block: int, wide_loads: bool = True, warps: int = 0,
+                      wide_loads: bool = True, warps: int = 0,
                       max_registers: int = 0, lean: bool = False, slots: int = 1, words_per_load: int = 0):
     """Kernel factory: tensor-core scores of the quantized tokens.
 
-    grid (ceil(n_groups / groups_per_block), BH, ceil(M / (8 / slots))); block
+    grid (ceil(n_groups / gpb), BH, ceil(M / (8 / slots))); block
     32 * W threads, W warps sharing the G / (16 slots) token tiles of a group. A block keeps
-    its query heads' B fragments (in registers; lean: in shared memory) and scores groups_per_block
+    its query heads' B fragments (in registers; lean: in shared memory) and scores gpb (a kernel
+    argument, so that the launcher can fit the grid to the blocks a GPU holds at once)
     consecutive groups of one KV head: per group it builds the (cos, sin)
     table and radius constants in shared memory (double-buffered, one barrier
     a group), then each warp decodes and multiplies its tiles while the next
@@ -497,7 +498,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     LLVM does not fully unroll one loop of KS k-steps with the loads inside,
     and then the local arrays would live in local memory.
     """
-    P, G, GPB, S = n_pairs, group_size, groups_per_block, slots
+    P, G, S = n_pairs, group_size, slots
     assert mma_eligible(P, t_bits, G, S) and (S == 1 or lean), (P, t_bits, G, S, lean)
     NCH = 4 // S                          # chunks: lane tig reads chunk tig // S of token slot tig % S
     CP = P // NCH                         # pairs of a chunk = index bytes per lane and token
@@ -527,6 +528,11 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     NIT_P = -(-P // NT)
     QPR = NTAB // 4                       # stores per row
     ALL_T = lean and QUADS % NT == 0      # lean: every thread builds NIT_T quads (no predicated loads)
+    RPI = NT // QPR if NT % QPR == 0 else 0   # table rows one build iteration covers, if whole
+    # EVEN: a thread's quads lie RPI rows apart in one column and never straddle a chunk, so their
+    # parameter loads and table stores are immediate offsets from one address (W-GPU: 10 LDG took
+    # 66 instructions a group with an address each, and the kernel 128 registers instead of 96)
+    EVEN = ALL_T and RPI > 0 and CP % RPI == 0
     if lean and not lean_fits(P, t_bits, S):
         raise ValueError(f"mma lean: P = {P}, t_bits = {t_bits} do not fit (see lean_fits); use lean=False")
 
@@ -586,11 +592,17 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         """Start the loads of group g's angle parameters of the table entries this thread builds
         (pq) and radius parameters of the pair it prepares (rq)."""
         pbase = (int64(bh) * n_groups + g) * P
-        for it in range(NIT_T):
-            e = it * NT + tid
-            if ALL_T or e < QUADS:
-                pq[it, 0] = ldg_f32(phi_min, pbase + e // QPR)
-                pq[it, 1] = ldg_f32(phi_step, pbase + e // QPR)
+        if EVEN:
+            pb = pbase + tid // QPR                 # the row of quad 0; quad it is it * RPI rows on
+            for it in range(NIT_T):
+                pq[it, 0] = ldg_f32(phi_min, pb + it * RPI)
+                pq[it, 1] = ldg_f32(phi_step, pb + it * RPI)
+        else:
+            for it in range(NIT_T):
+                e = it * NT + tid
+                if ALL_T or e < QUADS:
+                    pq[it, 0] = ldg_f32(phi_min, pbase + e // QPR)
+                    pq[it, 1] = ldg_f32(phi_step, pbase + e // QPR)
         for it in range(NIT_P):
             j = it * NT + tid
             if j < P:
@@ -614,14 +626,19 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         for it in range(NIT_T):
             e = it * NT + tid
             if ALL_T or e < QUADS:
-                j = e // QPR
                 t0 = (e % QPR) * 4
+                if EVEN:                            # row it * RPI + tid // QPR, chunk fixed by it
+                    r0 = it * RPI
+                    word = (r0 // CP) * (STRIDE // 4) + (r0 % CP + tid // QPR) * NTAB + (tid % QPR) * 4
+                else:
+                    j = e // QPR
+                    word = (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0
                 ps = pq[it, 1]
                 x0 = fma(float32(t0), ps, (pq[it, 0] + FHALF * ps) - PI32)
                 x1 = x0 + ps
                 x2 = fma(float32(2.0), ps, x0)
                 x3 = fma(float32(3.0), ps, x0)
-                sts_u32x4(tab, buf * TABN + (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0,
+                sts_u32x4(tab, buf * TABN + word,
                           h2_pack(fast_cos(x0), fast_sin(x0)), h2_pack(fast_cos(x1), fast_sin(x1)),
                           h2_pack(fast_cos(x2), fast_sin(x2)), h2_pack(fast_cos(x3), fast_sin(x3)))
         for it in range(NIT_P):
@@ -672,9 +689,10 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
 
     @jit
     def polar_scores_mma(index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
-                         n_groups, n_heads, out, out_len, flags, magic):
+                         n_groups, n_heads, out, out_len, flags, magic, gpb):
         # index (BH * Lq * P,) uint8; r_min.. (BH * n_groups * P,) float32
-        # queries (BH * M * d,) float32; out (BH * M * out_len,) float32; flags (1,) int32
+        # queries (BH * M * d,) float32; out (BH * M * out_len,) float32; flags (1,) int32;
+        # gpb: groups a block (block-uniform trip count)
         # Tables and radius constants are double-buffered (group parity): one barrier a group.
         tab = cuda.shared.array(TABN2, uint32, alignment=TAB_ALIGN)
         rcs = cuda.shared.array(NRC2, uint32, alignment=SHARED_ALIGN)
@@ -685,7 +703,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         warp = tid // 32
         gid = lane >> 2
         tig = lane & 3
-        g0 = cuda.blockIdx.x * GPB
+        g0 = cuda.blockIdx.x * gpb
         # registers for the current group and the next one (loads in flight while scoring)
         wa = cuda.local.array((TPW, NWD), uint32)
         wb = cuda.local.array((TPW, NWD), uint32)
@@ -701,14 +719,14 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         b1 = cuda.local.array(KS, uint32)
         if load_queries(queries, bh, n_heads, gid, tig, x_stride, y_offset, b0, b1):
             flags[0] = 1
-        for gb in range(GPB):
+        for gb in range(gpb):
             g = g0 + gb
             if g >= n_groups:                       # block-uniform
                 return
             buf = gb & 1
             build(tab, rcs, buf, tid, pq, rq, flags)
             cuda.syncthreads()
-            if gb + 1 < GPB and g + 1 < n_groups:
+            if gb + 1 < gpb and g + 1 < n_groups:
                 fetch(index, r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, warp, gid, tig, tid,
                       na, nb, npq, nrq)
             base = smem_addr(tab) + uint32(buf * TABN * 4 + tig * STRIDE)
@@ -732,7 +750,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
 
     @jit
     def polar_scores_mma_lean(index, r_min, r_step, phi_min, phi_step, queries, x_stride, y_offset,
-                              n_groups, n_heads, out, out_len, flags, magic):
+                              n_groups, n_heads, out, out_len, flags, magic, gpb):
         # arguments as polar_scores_mma's
         tab = cuda.shared.array(TABN2, uint32, alignment=TAB_ALIGN)
         rcs = cuda.shared.array(NRC2, uint32, alignment=SHARED_ALIGN)
@@ -745,7 +763,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         gid = lane >> 2
         tig = lane & 3
         chunk = tig // uint32(S)                    # the pairs a lane decodes
-        g0 = cuda.blockIdx.x * GPB
+        g0 = cuda.blockIdx.x * gpb
         wa = cuda.local.array((TPW, NWD), uint32)
         wb = cuda.local.array((TPW, NWD), uint32)
         pq = cuda.local.array((NIT_T, 2), float32)
@@ -764,14 +782,14 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 flags[0] = 1
             for s in range(KS):
                 sts_u32x2(bq, 2 * (32 * s + lane), b0[s], b1[s])
-        for gb in range(GPB):
+        for gb in range(gpb):
             g = g0 + gb
             if g >= n_groups:                       # block-uniform
                 return
             buf = gb & 1
             build(tab, rcs, buf, tid, pq, rq, flags)
             cuda.syncthreads()
-            more = gb + 1 < GPB and g + 1 < n_groups
+            more = gb + 1 < gpb and g + 1 < n_groups
             if more:
                 fetch_params(r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, tid, npq, nrq)
             row1 = (int64(bh) * n_groups + g + 1) * G

@@ -240,7 +240,7 @@ def test_the_launcher_takes_v2_2_where_lean_does_not_fit():
     assert CL.mma_config(176, 4, 5, 128, 8, 1)["lean"] is False
     assert CL.mma_config(64, 4, 4, 128, 8, 1)["lean"] is True
     with pytest.raises(ValueError, match="lean: P = 176, t_bits = 5 do not fit"):
-        MMA.mma_scores_kernel(176, 4, 5, 128, 1, lean=True)
+        MMA.mma_scores_kernel(176, 4, 5, 128, lean=True)
 
 
 @pytest.mark.parametrize("n_heads", [8, 4])
@@ -272,3 +272,24 @@ def test_default_warps_fit_a_block_for_every_eligible_shape(n_heads):
     w_gpu = CL.mma_config(64, 4, 4, 128, 1024, 64, 0, n_heads)
     assert (w_gpu["groups_per_block"], w_gpu["slots"], w_gpu["warps"]) == (32, 2 if n_heads == 4 else 1, 2)
     assert CL.mma_config(64, 4, 4, 128, 32, 1, 0, n_heads)["slots"] == 1
+
+
+def test_groups_per_block_fill_whole_waves():
+    from cuda_kernels import launch as CL
+
+    assert CL.mma_config(64, 4, 4, 128, 1024, 64)["balance"] is True
+    assert CL.mma_config(64, 4, 4, 128, 1024, 64, groups_per_block=3)["balance"] is False
+    # W-GPU: 64 rows of 1024 groups, at most 32 a block
+    # 8 blocks a SM: 32 groups give 2048 blocks, 2 waves of 65 group times (with the prologue);
+    # 21 give 3136 blocks, 2.97 waves: 3 of 21.5 = 64.5
+    assert CL.balanced_groups_per_block(1056, 64, 1024, 32) == 21
+    # 10 a SM: 32 groups are 1.55 waves (65 again); 25 give 2624 blocks, 1.99 waves: 51
+    assert CL.balanced_groups_per_block(1320, 64, 1024, 32) == 25
+    for resident in (1056, 1320, 1188):
+        g = CL.balanced_groups_per_block(resident, 64, 1024, 32)
+        blocks = 64 * -(-1024 // g)
+        assert blocks / (-(-blocks // resident) * resident) > 0.95, (resident, g)   # the last wave nearly full
+    # fewer blocks than the GPU holds: one wave whatever g, so the fewest groups allowed
+    assert CL.balanced_groups_per_block(1320, 8, 64, 8) == 4
+    assert CL.balanced_groups_per_block(1320, 8, 64, 2) == 2
+    assert CL.balanced_groups_per_block(1320, 8, 64, 1) == 1
