@@ -521,7 +521,9 @@ _BALANCED = {}          # (kernel, threads, rows, n_groups, most) -> groups a bl
 def launch_groups_per_block(kern, args, threads, rows, n_groups, most):
     """balanced_groups_per_block for kern (compiled for args), cached: the blocks the GPU holds at
     once are the CUDA occupancy calculator's blocks a SM times the SMs, as for a cooperative
-    launch. The cache keeps a launch's Python work small (B = 1, L = 4096 takes 5 us)."""
+    launch. The cache keeps a launch's Python work small (B = 1, L = 4096 takes 5 us); it is not
+    keyed by device, so on a host with GPUs of different sizes the count fits the first one used
+    (any count gives the same scores: it only splits the same groups differently)."""
     key = (kern, threads, rows, n_groups, most)
     if key not in _BALANCED:
         compiled = kern.compile(tuple(kern.typeof_pyval(a) for a in args))
