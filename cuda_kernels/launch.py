@@ -476,7 +476,7 @@ def mma_config(n_pairs, r_bits, t_bits, group_size, n_groups, bhs, index_ptr=0,
                wide_loads=n_pairs % 64 == 0 and index_ptr % 16 == 0,
                lean=lean, slots=MMA.default_slots(n_heads, n_pairs, t_bits, group_size) if lean and gpb > 1 else 1)
     cfg.update(overrides)
-    cfg["balance"] = "groups_per_block" not in overrides
+    cfg["balance"] = overrides.get("balance", "groups_per_block" not in overrides)
     if "warps" not in overrides:              # v2.2 keeps 2 KS B registers a tile: 4 warps there
         cfg["warps"] = (MMA.default_warps(n_pairs, t_bits, group_size, cfg["slots"]) if cfg["lean"]
                         else MMA.mma_warps(group_size))
@@ -499,10 +499,10 @@ def balanced_groups_per_block(resident, rows, n_groups, most):
     rows x ceil(n_groups / g) blocks best fills whole waves of `resident` blocks (those the GPU
     holds at once): the least ceil(blocks / resident) * (g + BLOCK_PROLOGUE), the larger g on ties.
 
-    W-GPU (64 rows of 1024 groups, most 32): at 8 blocks a SM (1056 resident) 32 groups a block
-    give 2048 blocks, 1.94 waves, and stay; at 10 (1320) the same grid is 1.55 waves, its second
-    wave 55 % full (ncu: 16.6 of 20 warps a SM active), and 25 groups (2624 blocks, 1.99 waves)
-    are chosen. At least half of `most`, so that mma_config's choice of token slots (2 only where
+    W-GPU (64 rows of 1024 groups, most 32): at 10 blocks a SM (1320 resident) 32 groups a block
+    give 2048 blocks, 1.55 waves, the second 55 % full (ncu: 16.6 of 20 warps a SM active), and
+    25 groups (2624 blocks, 1.99 waves) are chosen; at 8 a SM (1056) 32 groups are 1.94 waves
+    (2 x 32.5 = 65 group times), and 21 (3136 blocks, 2.97 waves: 3 x 21.5 = 64.5) are chosen. At least half of `most`, so that mma_config's choice of token slots (2 only where
     a block scores 2 groups or more) holds."""
     if most < 2:
         return most
@@ -523,7 +523,8 @@ def launch_groups_per_block(kern, args, threads, rows, n_groups, most):
     once are the CUDA occupancy calculator's blocks a SM times the SMs, as for a cooperative
     launch. The cache keeps a launch's Python work small (B = 1, L = 4096 takes 5 us); it is not
     keyed by device, so on a host with GPUs of different sizes the count fits the first one used
-    (any count gives the same scores: it only splits the same groups differently)."""
+    (any count gives the same scores: it only splits the same groups differently), and it is not
+    bounded: an entry for each shape (a cache growing by one group at a time adds one a group)."""
     key = (kern, threads, rows, n_groups, most)
     if key not in _BALANCED:
         compiled = kern.compile(tuple(kern.typeof_pyval(a) for a in args))

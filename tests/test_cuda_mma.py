@@ -274,6 +274,41 @@ def test_default_warps_fit_a_block_for_every_eligible_shape(n_heads):
     assert CL.mma_config(64, 4, 4, 128, 32, 1, 0, n_heads)["slots"] == 1
 
 
+def test_balanced_launch_grid_and_kernel_agree(monkeypatch):
+    """The launcher's balanced path (GPU only: the simulator has no occupancy) with a count forced
+    by a stand-in for launch_groups_per_block: the grid and the kernel's gpb must agree, every score
+    written, within the float16-key bound (7 groups, configured 5 a block, balanced to 3: a partial
+    last block)."""
+    from numba import cuda
+
+    from cuda_kernels import launch as CL
+
+    p, g, m, h_kv, n = 64, 128, 4, 1, 7
+    keys = make_keys(7, (h_kv, n * g, 2 * p), "gaussian", 0, g)
+    queries = np.random.default_rng(8).standard_normal((h_kv * m, 2 * p))
+    code = golden.encode(keys, group_size=g)
+    index, r_min, r_step, phi_min, phi_step = CL.device_code_arrays(code)
+    # 5 groups a block, balanced, as mma_config configures a large input (2 token slots)
+    cfg = CL.mma_config(p, 4, 4, g, n, h_kv, CL._pointer(index), m, groups_per_block=5, balance=True)
+    assert cfg["balance"] is True and cfg["slots"] == 2
+    asked = []
+    monkeypatch.setattr(CL, "SIM", False)
+    monkeypatch.setattr(CL, "launch_groups_per_block",
+                        lambda kern, args, threads, rows, n_groups, most: asked.append(most) or 3)
+    q = cuda.to_device(queries.astype(np.float32).reshape(-1))
+    out = cuda.to_device(np.full(h_kv * m * n * g, np.nan, np.float32))
+    flags = cuda.to_device(np.zeros(1, np.int32))
+    CL.launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q, g, "half", m, out, n * g, h_kv, n,
+                         flags, cfg)
+    assert asked == [5]
+    got = out.copy_to_host().reshape(h_kv * m, n * g).astype(np.float64)
+    want = golden.scores(queries, code)
+    assert int(flags.copy_to_host()[0]) == 0
+    assert np.isfinite(got).all(), "some scores were never written"
+    bound = golden_score_tolerance(queries, code, tol.EPS32, key_dtype=np.float16)
+    assert (np.abs(got - want) <= bound).all()
+
+
 def test_groups_per_block_fill_whole_waves():
     from cuda_kernels import launch as CL
 
@@ -289,6 +324,14 @@ def test_groups_per_block_fill_whole_waves():
         g = CL.balanced_groups_per_block(resident, 64, 1024, 32)
         blocks = 64 * -(-1024 // g)
         assert blocks / (-(-blocks // resident) * resident) > 0.95, (resident, g)   # the last wave nearly full
+    # the slot choice (2 slots only where a block scores 2 groups or more) needs g >= 2, and g stays
+    # within [max(2, ceil(most / 2)), most]
+    for resident in (1, 7, 132, 1320):
+        for rows in (1, 3, 64):
+            for n_groups in (1, 5, 33, 1024):
+                for most in (2, 3, 8, 32):
+                    g = CL.balanced_groups_per_block(resident, rows, n_groups, most)
+                    assert max(2, -(-most // 2)) <= g <= most, (resident, rows, n_groups, most, g)
     # fewer blocks than the GPU holds: one wave whatever g, so the fewest groups allowed
     assert CL.balanced_groups_per_block(1320, 8, 64, 8) == 4
     assert CL.balanced_groups_per_block(1320, 8, 64, 2) == 2
