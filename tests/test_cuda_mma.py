@@ -139,14 +139,14 @@ def test_token_slot_configurations(p, g, m, over):
     _check_launch(p, g, over, m=m)
 
 
-def _check_launch(p, g, over, m=4):
-    """5 groups of 2 KV heads with m query heads each through launch_mma_scores with these config
-    overrides: every score written, within the float16-key bound of the golden model."""
+def _check_launch(p, g, over, m=4, h_kv=2, n=5, before_launch=None):
+    """n groups of h_kv KV heads with m query heads each through launch_mma_scores with these config
+    overrides: every score written, within the float16-key bound of the golden model. Returns the
+    configuration. before_launch: called right before the launch (with the inputs on the device)."""
     from numba import cuda
 
     from cuda_kernels import launch as CL
 
-    h_kv, n = 2, 5
     keys = make_keys(5, (h_kv, n * g, 2 * p), "gaussian", 0, g)
     queries = np.random.default_rng(6).standard_normal((h_kv * m, 2 * p))
     code = golden.encode(keys, group_size=g)
@@ -158,6 +158,8 @@ def _check_launch(p, g, over, m=4):
     assert all(cfg[k] == v for k, v in over.items()), cfg
     from cuda_kernels import mma as MMA
     assert MMA.mma_warps(g, cfg["warps"], cfg["slots"]) == cfg["warps"], cfg      # the warps that run
+    if before_launch:
+        before_launch()
     CL.launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q, g, "half", m, out, n * g, h_kv, n,
                          flags, cfg)
     got = out.copy_to_host().reshape(h_kv * m, n * g).astype(np.float64)
@@ -166,6 +168,7 @@ def _check_launch(p, g, over, m=4):
     assert np.isfinite(got).all(), "some scores were never written"
     bound = golden_score_tolerance(queries, code, tol.EPS32, key_dtype=np.float16)
     assert (np.abs(got - want) <= bound).all()
+    return cfg
 
 
 @pytest.mark.parametrize("mma_variant", VARIANTS, indirect=True)
@@ -279,34 +282,16 @@ def test_balanced_launch_grid_and_kernel_agree(monkeypatch):
     by a stand-in for launch_groups_per_block: the grid and the kernel's gpb must agree, every score
     written, within the float16-key bound (7 groups, configured 5 a block, balanced to 3: a partial
     last block)."""
-    from numba import cuda
-
     from cuda_kernels import launch as CL
 
-    p, g, m, h_kv, n = 64, 128, 4, 1, 7
-    keys = make_keys(7, (h_kv, n * g, 2 * p), "gaussian", 0, g)
-    queries = np.random.default_rng(8).standard_normal((h_kv * m, 2 * p))
-    code = golden.encode(keys, group_size=g)
-    index, r_min, r_step, phi_min, phi_step = CL.device_code_arrays(code)
-    # 5 groups a block, balanced, as mma_config configures a large input (2 token slots)
-    cfg = CL.mma_config(p, 4, 4, g, n, h_kv, CL._pointer(index), m, groups_per_block=5, balance=True)
-    assert cfg["balance"] is True and cfg["slots"] == 2
     asked = []
-    monkeypatch.setattr(CL, "SIM", False)
     monkeypatch.setattr(CL, "launch_groups_per_block",
                         lambda kern, args, threads, rows, n_groups, most: asked.append(most) or 3)
-    q = cuda.to_device(queries.astype(np.float32).reshape(-1))
-    out = cuda.to_device(np.full(h_kv * m * n * g, np.nan, np.float32))
-    flags = cuda.to_device(np.zeros(1, np.int32))
-    CL.launch_mma_scores(index, r_min, r_step, phi_min, phi_step, q, g, "half", m, out, n * g, h_kv, n,
-                         flags, cfg)
+    # 5 groups a block, balanced, as mma_config configures a large input (2 token slots)
+    cfg = _check_launch(64, 128, dict(groups_per_block=5, balance=True), m=4, h_kv=1, n=7,
+                        before_launch=lambda: monkeypatch.setattr(CL, "SIM", False))
+    assert cfg["slots"] == 2
     assert asked == [5]
-    got = out.copy_to_host().reshape(h_kv * m, n * g).astype(np.float64)
-    want = golden.scores(queries, code)
-    assert int(flags.copy_to_host()[0]) == 0
-    assert np.isfinite(got).all(), "some scores were never written"
-    bound = golden_score_tolerance(queries, code, tol.EPS32, key_dtype=np.float16)
-    assert (np.abs(got - want) <= bound).all()
 
 
 def test_groups_per_block_fill_whole_waves():
