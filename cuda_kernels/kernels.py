@@ -31,8 +31,8 @@ Versions of the scoring kernel (numbers in benchmarks/NOTES-gpu.md):
 Encode: `encode_rows_kernel` (v2, the default: a warp reads whole rows of keys,
 two pairs a lane, branch-free polar form) and `encode_kernel` (v1: a tile of
 pairs x token slots, one pair a thread), which takes what v2 cannot: P odd or
-keys not aligned to two elements. H200, fp16 keys, B=8 L=32768: 0.328 ms, 49 %
-of the memory roofline (v2.7; v1: 0.784 ms).
+keys not aligned to two elements. H200, fp16 keys, B=8 L=32768: 0.317-0.328 ms, 51 % to 49 %
+of the memory roofline in three runs (v2.7; v1: 0.784 ms).
 
 Precision: table entries, radii and sums are float32 (float16 table option:
 entries rounded to float16, arithmetic still float32); sin/cos of the bin

@@ -244,9 +244,9 @@ def encode_config(n_pairs: int, group_size: int, rows: bool = True) -> dict:
     tokens of the group; the radius of float16 keys is sqrt.approx(x*x + y*y), of wider keys
     max * sqrt(1 + a*a) by the IEEE sqrt (fast_root=True: `kernels.root_1p`, rsqrt and a
     Newton step, fewer instructions but 3-5 % slower on an H200 in three of four runs; it
-    changes nothing for float16 keys); needs P even and keys aligned to two elements. The warps divide the group where a power of
-    two >= 4 does with at most ENCODE_TOKENS tokens a warp (then `exact`: no
-    token past the group's end to guard).
+    changes nothing for float16 keys); needs P even and keys aligned to two elements. The warps
+    divide the group where a power of two >= 4 does with at most ENCODE_TOKENS tokens a warp
+    (then `exact`: no token past the group's end to guard).
     rows=False (v1, `encode_kernel`): PT pairs x CH token slots, TC tokens a thread.
     In the simulator every thread is a Python thread: there the warps (v2) or
     slots (v1) are cut by 4 (same kernel, more tokens a thread) to keep small
@@ -502,8 +502,9 @@ def balanced_groups_per_block(resident, rows, n_groups, most):
     W-GPU (64 rows of 1024 groups, most 32): at 10 blocks a SM (1320 resident) 32 groups a block
     give 2048 blocks, 1.55 waves, the second 55 % full (ncu: 16.6 of 20 warps a SM active), and
     25 groups (2624 blocks, 1.99 waves) are chosen; at 8 a SM (1056) 32 groups are 1.94 waves
-    (2 x 32.5 = 65 group times), and 21 (3136 blocks, 2.97 waves: 3 x 21.5 = 64.5) are chosen. At least half of `most`, so that mma_config's choice of token slots (2 only where
-    a block scores 2 groups or more) holds."""
+    (2 x 32.5 = 65 group times), and 21 (3136 blocks, 2.97 waves: 3 x 21.5 = 64.5) are chosen.
+    At least half of `most`, so that mma_config's choice of token slots (2 only where a block
+    scores 2 groups or more) holds."""
     if most < 2:
         return most
     best = None
