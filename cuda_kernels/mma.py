@@ -494,9 +494,25 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     delivers at most 128 bytes, 4 a lane; ncu on v2.3 with (step, step) and (c, c)
     words counted 4 for its LDS.128), and the fma takes each half as an operand
     swizzle (HFMA2 R, R.H0_H0, R.H1_H1), no instruction.
-    The k-step loop is split at the index loads (v outer, s2 inner) because
-    LLVM does not fully unroll one loop of KS k-steps with the loads inside,
-    and then the local arrays would live in local memory.
+    The k-step loop is split at the index loads (kblock: blocks of 2 FW k-steps)
+    because LLVM does not fully unroll one loop of KS k-steps with the loads
+    inside, and then the local arrays would live in local memory; a condition
+    on the block number inside that loop has the same effect, so the blocks
+    are written out around the parameter work.
+
+    Order of a group in lean (v2.7), for the scoreboards: ptxas gives every
+    global load one scoreboard, so the first use of any loaded value waits for
+    all loads issued before it (SASS control bits). Before v2.7 that was a copy
+    of the next group's parameters at the group's end, right after the last
+    index loads: a whole DRAM latency every group (ncu: 17 % of all stall
+    samples on that one instruction). Now the next group's parameters load
+    after the first block (so they do not delay the first use of this group's
+    words), derive() turns them into the build's inputs after the middle block,
+    before the last index loads, and nothing between those loads and the
+    barrier reads a loaded value or branches on a thread-dependent condition (a
+    divergent branch or an EXIT also waits for the scoreboard: hence ALL_P and
+    a trip count n_mine instead of an exit inside the loop). The first use of
+    the next group's words now has the build and the barrier in front of it.
     """
     P, G, S = n_pairs, group_size, slots
     assert mma_eligible(P, t_bits, G, S) and (S == 1 or lean), (P, t_bits, G, S, lean)
@@ -533,6 +549,10 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     # parameter loads and table stores are immediate offsets from one address (W-GPU: 10 LDG took
     # 66 instructions a group with an address each, and the kernel 128 registers instead of 96)
     EVEN = ALL_T and RPI > 0 and CP % RPI == 0
+    ALL_P = P % NT == 0                   # every thread prepares NIT_P pairs' radius constants: no branch
+    #                                       (a divergent branch waits for every pending load)
+    NV = NWD // FW                        # lean: blocks of FW index words (k-steps 2 FW v ..)
+    VH = NV // 2                          # lean: the next group's parameters are derived after block VH
     if lean and not lean_fits(P, t_bits, S):
         raise ValueError(f"mma lean: P = {P}, t_bits = {t_bits} do not fit (see lean_fits); use lean=False")
 
@@ -605,7 +625,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                     pq[it, 1] = ldg_f32(phi_step, pbase + e // QPR)
         for it in range(NIT_P):
             j = it * NT + tid
-            if j < P:
+            if ALL_P or j < P:
                 rq[it, 0] = ldg_f32(r_min, pbase + j)
                 rq[it, 1] = ldg_f32(r_step, pbase + j)
 
@@ -618,7 +638,41 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         fetch_params(r_min, r_step, phi_min, phi_step, bh, g, n_groups, tid, pq, rq)
 
     @cuda.jit(device=True, inline=True)
-    def build(tab, rcs, buf, tid, pq, rq, flags):
+    def derive(pq, rq, tid, check, flags):
+        """In place: the loaded parameters become what build needs, (phi_min + step / 2 - pi, step)
+        and -(r_min + step / 2, step); check: raise the overflow flag if the largest radius is beyond
+        float16. Done as soon as the loads have arrived, so that build (after the next group's index
+        loads are issued) reads only registers no load is pending on: ptxas puts all global loads
+        on one scoreboard, so a first use of a loaded value waits for every load issued before it."""
+        for it in range(NIT_T):
+            ps = pq[it, 1]
+            pq[it, 0] = (pq[it, 0] + FHALF * ps) - PI32
+        for it in range(NIT_P):
+            lo = rq[it, 0]
+            st = rq[it, 1]
+            if check and (ALL_P or it * NT + tid < P) and not (fma(st, RSCALE, lo) < F16_MAX):
+                flags[0] = 1
+            rq[it, 0] = -fma(FHALF, st, lo)         # also where nothing was loaded (j >= P, unused):
+            rq[it, 1] = -st                         # conditional writes would keep the loads pending
+
+    @cuda.jit(device=True, inline=True)
+    def zero_params(rq, npq, nrq):
+        """Simulator only. derive also runs on parameters that were not loaded (threads j >= P, the
+        block's last group) and whose results nothing reads: harmless on the GPU, but the simulator
+        starts local arrays with arbitrary bits, and the suite turns its NaN warnings into errors.
+        (On the GPU the zeros would cost a wait: ptxas then keeps the first load's scoreboard
+        pending into the group loop.)"""
+        for it in range(NIT_T):
+            npq[it, 0] = F0
+            npq[it, 1] = F0
+        for it in range(NIT_P):
+            rq[it, 0] = F0
+            rq[it, 1] = F0
+            nrq[it, 0] = F0
+            nrq[it, 1] = F0
+
+    @cuda.jit(device=True, inline=True)
+    def build(tab, rcs, buf, tid, pq, rq):
         """Table buffer buf: (cos, sin) of every bin angle minus pi, i.e. -(cos, sin) of the bin angle
         (4 consecutive bins a thread and store), and radius constants -(step, r_min + step / 2) of
         each pair as one float16x2. The two negations cancel exactly in k = r_hat * (cos, sin), and
@@ -634,7 +688,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                     j = e // QPR
                     word = (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0
                 ps = pq[it, 1]
-                x0 = fma(float32(t0), ps, (pq[it, 0] + FHALF * ps) - PI32)
+                x0 = fma(float32(t0), ps, pq[it, 0])
                 x1 = x0 + ps
                 x2 = fma(float32(2.0), ps, x0)
                 x3 = fma(float32(3.0), ps, x0)
@@ -643,13 +697,8 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                           h2_pack(fast_cos(x2), fast_sin(x2)), h2_pack(fast_cos(x3), fast_sin(x3)))
         for it in range(NIT_P):
             j = it * NT + tid
-            if j < P:
-                lo = rq[it, 0]
-                st = rq[it, 1]
-                if not (fma(st, RSCALE, lo) < F16_MAX):
-                    flags[0] = 1
-                c = fma(FHALF, st, lo)
-                stg(rcs, buf * NRC + j + RPAD * (j // CP), h2_pack(-st, -c))
+            if ALL_P or j < P:
+                stg(rcs, buf * NRC + j + RPAD * (j // CP), h2_pack(rq[it, 1], rq[it, 0]))
 
     @cuda.jit(device=True, inline=True)
     def kstep(tab, xch, rc0, rc1, xa, xb, s, base, magic, q0, q1, c0, c1, c2, c3):
@@ -660,6 +709,20 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         ka0, kb0 = decode_pair(tab, rc0, xa, xb, 2 * (s & 1), base, 2 * s, magic)
         ka1, kb1 = decode_pair(tab, rc1, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1, magic)
         return mma_16816(xch, ka0, kb0, ka1, kb1, q0, q1, c0, c1, c2, c3)
+
+    @cuda.jit(device=True, inline=True)
+    def kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, magic):
+        """lean: k-steps 2 FW v .. 2 FW (v + 1) - 1 of every tile of this warp (index words FW v ..
+        FW (v + 1) - 1), added into acc."""
+        for s2 in range(2 * FW):
+            s = 2 * FW * v + s2
+            w = s >> 1
+            q0, q1 = lds_u32x2(bq, 2 * (32 * s + lane))
+            rc0, rc1 = lds_u32x2(rcs, rbase + 2 * s)
+            for u in range(TPW):
+                acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3] = kstep(
+                    tab, xch, rc0, rc1, wa[u, w], wb[u, w], s, base, magic, q0, q1,
+                    acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3])
 
     @cuda.jit(device=True, inline=True)
     def take_params(pq, rq, npq, nrq):
@@ -713,20 +776,22 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         rq = cuda.local.array((NIT_P, 2), float32)
         npq = cuda.local.array((NIT_T, 2), float32)
         nrq = cuda.local.array((NIT_P, 2), float32)
+        if SIM:
+            zero_params(rq, npq, nrq)
         if g0 < n_groups:                           # always, with the launcher's grid
             fetch(index, r_min, r_step, phi_min, phi_step, bh, g0, n_groups, warp, gid, tig, tid, wa, wb, pq, rq)
+        derive(pq, rq, tid, g0 < n_groups, flags)
         b0 = cuda.local.array(KS, uint32)
         b1 = cuda.local.array(KS, uint32)
         if load_queries(queries, bh, n_heads, gid, tig, x_stride, y_offset, b0, b1):
             flags[0] = 1
-        for gb in range(gpb):
+        n_mine = min(gpb, n_groups - g0)            # block-uniform; a trip count, not an exit in the
+        for gb in range(n_mine):                    # loop (an EXIT waits for every pending load)
             g = g0 + gb
-            if g >= n_groups:                       # block-uniform
-                return
             buf = gb & 1
-            build(tab, rcs, buf, tid, pq, rq, flags)
+            build(tab, rcs, buf, tid, pq, rq)
             cuda.syncthreads()
-            if gb + 1 < gpb and g + 1 < n_groups:
+            if gb + 1 < n_mine:
                 fetch(index, r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, warp, gid, tig, tid,
                       na, nb, npq, nrq)
             base = smem_addr(tab) + uint32(buf * TABN * 4 + tig * STRIDE)
@@ -746,6 +811,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 for w in range(NWD):
                     wa[u, w] = na[u, w]
                     wb[u, w] = nb[u, w]
+            derive(npq, nrq, tid, gb + 1 < n_mine, flags)
             take_params(pq, rq, npq, nrq)
 
     @jit
@@ -770,6 +836,8 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         rq = cuda.local.array((NIT_P, 2), float32)
         npq = cuda.local.array((NIT_T, 2), float32)
         nrq = cuda.local.array((NIT_P, 2), float32)
+        if SIM:
+            zero_params(rq, npq, nrq)
         acc = cuda.local.array((TPW, 4), float32)
         if g0 < n_groups:                           # always, with the launcher's grid
             for v in range(NWD // FW):
@@ -782,34 +850,42 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 flags[0] = 1
             for s in range(KS):
                 sts_u32x2(bq, 2 * (32 * s + lane), b0[s], b1[s])
-        for gb in range(gpb):
+        # after the query loads (one wait for both), and unconditional: under a branch ptxas would
+        # keep the loads pending into the group loop and wait for the scoreboard at every build
+        derive(pq, rq, tid, g0 < n_groups, flags)
+        n_mine = min(gpb, n_groups - g0)            # block-uniform; a trip count, not an exit in the
+        for gb in range(n_mine):                    # loop (an EXIT waits for every pending load)
             g = g0 + gb
-            if g >= n_groups:                       # block-uniform
-                return
             buf = gb & 1
-            build(tab, rcs, buf, tid, pq, rq, flags)
+            build(tab, rcs, buf, tid, pq, rq)
             cuda.syncthreads()
-            more = gb + 1 < gpb and g + 1 < n_groups
-            if more:
-                fetch_params(r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, tid, npq, nrq)
+            more = gb + 1 < n_mine
             row1 = (int64(bh) * n_groups + g + 1) * G
             base = smem_addr(tab) + uint32(buf * TABN * 4 + chunk * STRIDE)
             rbase = buf * NRC + (CP + RPAD) * chunk
             for u in range(TPW):
                 for k in range(4):
                     acc[u, k] = F0
-            for v in range(NWD // FW):              # k-steps 2 FW v .. 2 FW (v + 1) - 1 read words FW v ..
-                for s2 in range(2 * FW):
-                    s = 2 * FW * v + s2
-                    w = s >> 1
-                    q0, q1 = lds_u32x2(bq, 2 * (32 * s + lane))
-                    rc0, rc1 = lds_u32x2(rcs, rbase + 2 * s)
-                    for u in range(TPW):
-                        acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3] = kstep(
-                            tab, xch, rc0, rc1, wa[u, w], wb[u, w], s, base, magic, q0, q1,
-                            acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3])
-                if more:                            # those words are done: the next group's into them
-                    fetch_words(index, row1, warp, gid, tig, FW * v, wa, wb)
+            # k-steps 2 FW v .. 2 FW (v + 1) - 1 read words FW v .. FW (v + 1) - 1; once a block of
+            # them is done, the next group's words are loaded into those registers. All global loads
+            # share one scoreboard (ptxas), so a first use of a loaded value waits for every load
+            # issued before it: the next group's parameters are loaded only after the first use of
+            # this group's words (the first block), and derived after the middle block, so that the
+            # build after the last loads reads only resolved registers.
+            kblock(tab, xch, bq, rcs, acc, wa, wb, 0, lane, rbase, base, magic)
+            if more:
+                fetch_params(r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, tid, npq, nrq)
+            for v in range(1, VH + 1):
+                if more:
+                    fetch_words(index, row1, warp, gid, tig, FW * (v - 1), wa, wb)
+                kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, magic)
+            derive(npq, nrq, tid, more, flags)
+            for v in range(VH + 1, NV):
+                if more:
+                    fetch_words(index, row1, warp, gid, tig, FW * (v - 1), wa, wb)
+                kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, magic)
+            if more:
+                fetch_words(index, row1, warp, gid, tig, FW * (NV - 1), wa, wb)
             for u in range(TPW):
                 store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, acc[u, 0], acc[u, 1], acc[u, 2],
                              acc[u, 3])
