@@ -70,6 +70,9 @@ def _cases():
             cfg = L.mma_config(n_pairs, 4, t_bits, 16 if n_pairs < 64 else 128, n_groups, bhs, ptr, **variant)
             yield (f"scores mma {cfg}", L.mma_kernel_for(cfg),
                    (u8, *params, f32, 1, 1, 1, 1, f32, 1, i32, np.uint32(0), 1))
+    # 7 angle bits: beyond the prmt lookup (PRMT_LOOKUP_MAX_T_BITS), the shift-and-mask one
+    cfg = L.mma_config(16, 1, 7, 16, 2, 1, 0, n_heads=4)
+    yield (f"scores mma {cfg}", L.mma_kernel_for(cfg), (u8, *params, f32, 1, 1, 1, 1, f32, 1, i32, np.uint32(0), 1))
 
     for dt in key_dtypes:
         res3 = np.zeros((1, 1, 2), dt)

@@ -22,7 +22,10 @@ v2.2 (lean=False): the same arithmetic, v2.3 in fewer registers (B fragments in 
 group's index loaded into the registers of finished words) for more warps a
 SM; lean with slots=2 (v2.5, the default for up to 4 query heads a KV head): two
 tokens a row of A, half the columns of B and C each, so that no column is wasted
-and a lookup is one shared-memory wavefront; see the factory's docstring.
+and a lookup is one shared-memory wavefront. Since v2.7 lean orders a group's loads
+around ptxas's one scoreboard for global loads (no wait right after the index
+loads), and since v2.8 (prmt_lookup, the default up to 6 angle bits) a lookup
+address is one byte permute; see the factory's docstring.
 
 Fragment layout (PTX ISA, mma.m16n8k16 with .f16 A/B, .f32 C/D): lane =
 4 * gid + tig holds A rows gid and gid + 8, columns 2 tig, 2 tig + 1 (a0, a1)
@@ -172,6 +175,10 @@ if SIM:
     def lds_u32x2(arr, i):
         return np.uint32(arr[i]), np.uint32(arr[i + 1])
 
+    def mul_lo(a, b):
+        """The low 32 bits of a * b (numpy warns where the GPU wraps)."""
+        return np.uint32((int(a) * int(b)) & 0xFFFFFFFF)
+
     def ld_u32x2(arr, i):
         """Two little-endian uint32 words from bytes arr[i:i+8] (i 8-byte aligned)."""
         return ld_u32(arr, i), ld_u32(arr, i + 4)
@@ -276,6 +283,11 @@ else:
         return sig, codegen
 
     sts_u32x2 = _vector_store(_I32, 2, 8, value=types.uint32)
+
+    @cuda.jit(device=True, inline=True)
+    def mul_lo(a, b):
+        """The low 32 bits of a * b."""
+        return uint32(a * b)
     sts_u32x4 = _vector_store(_I32, 4, 16, value=types.uint32)
 
 
@@ -352,12 +364,24 @@ def default_warps(n_pairs: int, t_bits: int, group_size: int, slots: int = 1) ->
     return mma_warps(group_size, slots=slots)
 
 
+PRMT_LOOKUP_MAX_T_BITS = 6    # prmt lookup addresses need theta * 4 within a byte
+
+
 @lru_cache(maxsize=None)
-def _pair_decoder(r_bits: int, t_bits: int):
-    """decode_pair for these bit widths (table rows of 2**t_bits words, see mma_scores_kernel)."""
+def _pair_decoder(r_bits: int, t_bits: int, prmt_lookup: bool = False):
+    """decode_pair for these bit widths (table rows of 2**t_bits words, see mma_scores_kernel).
+
+    prmt_lookup (v2.8): the lookup address of byte k of a word x is prmt(v, base, .): byte 0
+    from v = ((x << 2) & theta mask in every byte) | cb, bytes 1-3 from base. v is computed once
+    a word and serves its 4 bytes (LLVM merges the copies of the two k-steps that read one word),
+    so 4 lookups cost 2 + 4 instructions instead of 4 x (shift, LOP3). The chunk base's bits
+    below bit 8 (above theta * 4: ALIGN) travel in cb = (base & 0xFF) * 0x01010101, and base
+    has them cleared (the kernel splits them once a group)."""
     NTAB = 1 << t_bits
     ROWB = 4 * NTAB                       # bytes per table row (one pair)
     TMASK4 = np.uint32((NTAB - 1) << 2)   # theta * 4
+    assert not prmt_lookup or t_bits <= PRMT_LOOKUP_MAX_T_BITS, t_bits
+    TMASK4B = np.uint32((((NTAB - 1) << 2) * 0x01010101) if prmt_lookup else 0)   # theta * 4, every byte
     RMASK2 = np.uint32((((1 << r_bits) - 1) << t_bits) * 0x00010001)   # radius bits of both halves
 
     @cuda.jit(device=True, inline=True)
@@ -368,9 +392,16 @@ def _pair_decoder(r_bits: int, t_bits: int):
         return ((x >> uint32(8 * k - 2)) & TMASK4) | base
 
     @cuda.jit(device=True, inline=True)
-    def decode_pair(tab, rc, xa, xb, k, base, row, magic):
+    def lookup_address(x, k, base, cb, sel0):
+        """Shared byte address of the (cos, sin) word of the angle code in byte k of x (row 0)."""
+        if prmt_lookup:                     # x * 4, the 4 read from shared memory: see decode_pair
+            return prmt((mul_lo(x, sel0 >> uint32(8)) & TMASK4B) | cb, base, uint32(k | 0x7650))
+        return bin_word(x, k, base)
+
+    @cuda.jit(device=True, inline=True)
+    def decode_pair(tab, rc, xa, xb, k, base, cb, sel0, row, magic):
         """float16x2 keys (x, y) of a pair (table row `row`, radius constants rc) for
-        tokens a and b: byte k of xa, xb.
+        tokens a and b: byte k of xa, xb (table addresses: base, and cb with prmt_lookup).
 
         prmt puts byte k of xa in byte 0 and byte k of xb in byte 2: the radius
         codes of both tokens land in the mantissas of one float16x2 (magic is
@@ -380,10 +411,16 @@ def _pair_decoder(r_bits: int, t_bits: int):
         each half, which the hardware does as an operand swizzle, no instruction).
         The table holds -(cos, sin) (see build): the product is r_hat * (cos, sin), the
         signs cancelling exactly.
+
+        sel0 (0x0400) comes from shared memory, read after the group's barrier: the first
+        instructions on the index words (this prmt, and x * 4 of the prmt lookup) then cannot be
+        scheduled above that barrier, where ptxas otherwise puts them and where their wait for the
+        index loads has nothing in front of it (the build and the barrier cover it below).
         """
-        csa = lds_at(tab, bin_word(xa, k, base) + uint32(row * ROWB))
-        csb = lds_at(tab, bin_word(xb, k, base) + uint32(row * ROWB))
-        hr = (prmt(xa, xb, uint32(k | ((4 + k) << 8))) & RMASK2) | magic   # 2**(10 - t_bits) + rho
+        csa = lds_at(tab, lookup_address(xa, k, base, cb, sel0) + uint32(row * ROWB))
+        csb = lds_at(tab, lookup_address(xb, k, base, cb, sel0) + uint32(row * ROWB))
+        sel = sel0 + uint32(k * 0x0101)                        # k | (4 + k) << 8
+        hr = (prmt(xa, xb, sel) & RMASK2) | magic             # 2**(10 - t_bits) + rho
         r = h2_fma_lohi(h2_sub(hr, magic), rc)                # -r_hat of both tokens
         return h2_mul_lo(r, csa), h2_mul_hi(r, csb)
 
@@ -427,7 +464,8 @@ def _query_loader(n_pairs: int, slots: int = 1):
 @lru_cache(maxsize=None)
 def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                       wide_loads: bool = True, warps: int = 0,
-                      max_registers: int = 0, lean: bool = False, slots: int = 1, words_per_load: int = 0):
+                      max_registers: int = 0, lean: bool = False, slots: int = 1, words_per_load: int = 0,
+                      prmt_lookup: bool = True):
     """Kernel factory: tensor-core scores of the quantized tokens.
 
     grid (ceil(n_groups / gpb), BH, ceil(M / (8 / slots))); block
@@ -556,7 +594,8 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     if lean and not lean_fits(P, t_bits, S):
         raise ValueError(f"mma lean: P = {P}, t_bits = {t_bits} do not fit (see lean_fits); use lean=False")
 
-    decode_pair = _pair_decoder(r_bits, t_bits)
+    PRMT_LOOKUP = bool(prmt_lookup) and t_bits <= PRMT_LOOKUP_MAX_T_BITS
+    decode_pair = _pair_decoder(r_bits, t_bits, PRMT_LOOKUP)
     load_queries = _query_loader(P, S)
 
     @cuda.jit(device=True, inline=True)
@@ -701,17 +740,25 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 stg(rcs, buf * NRC + j + RPAD * (j // CP), h2_pack(rq[it, 1], rq[it, 0]))
 
     @cuda.jit(device=True, inline=True)
-    def kstep(tab, xch, rc0, rc1, xa, xb, s, base, magic, q0, q1, c0, c1, c2, c3):
+    def split_base(addr):
+        """(base, cb) of decode_pair: with PRMT_LOOKUP the table chunk's address without its low
+        byte, and that byte in every byte of cb; else (addr, 0)."""
+        if PRMT_LOOKUP:
+            return addr & uint32(0xFFFFFF00), (addr & uint32(0xFF)) * uint32(0x01010101)
+        return addr, uint32(0)
+
+    @cuda.jit(device=True, inline=True)
+    def kstep(tab, xch, rc0, rc1, xa, xb, s, base, cb, sel0, magic, q0, q1, c0, c1, c2, c3):
         """k-step s of one tile (index words xa, xb of the tokens of rows gid, gid + 8 in slot
         tig % S): column pair tig <- pair 2 s of chunk tig // S (byte 2 (s % 2) of the words,
         radius constants rc0), column pair tig + 4 <- the next pair (rc1); C += A B with
         B = (q0, q1)."""
-        ka0, kb0 = decode_pair(tab, rc0, xa, xb, 2 * (s & 1), base, 2 * s, magic)
-        ka1, kb1 = decode_pair(tab, rc1, xa, xb, 2 * (s & 1) + 1, base, 2 * s + 1, magic)
+        ka0, kb0 = decode_pair(tab, rc0, xa, xb, 2 * (s & 1), base, cb, sel0, 2 * s, magic)
+        ka1, kb1 = decode_pair(tab, rc1, xa, xb, 2 * (s & 1) + 1, base, cb, sel0, 2 * s + 1, magic)
         return mma_16816(xch, ka0, kb0, ka1, kb1, q0, q1, c0, c1, c2, c3)
 
     @cuda.jit(device=True, inline=True)
-    def kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, magic):
+    def kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, cb, sel0, magic):
         """lean: k-steps 2 FW v .. 2 FW (v + 1) - 1 of every tile of this warp (index words FW v ..
         FW (v + 1) - 1), added into acc."""
         for s2 in range(2 * FW):
@@ -721,7 +768,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             rc0, rc1 = lds_u32x2(rcs, rbase + 2 * s)
             for u in range(TPW):
                 acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3] = kstep(
-                    tab, xch, rc0, rc1, wa[u, w], wb[u, w], s, base, magic, q0, q1,
+                    tab, xch, rc0, rc1, wa[u, w], wb[u, w], s, base, cb, sel0, magic, q0, q1,
                     acc[u, 0], acc[u, 1], acc[u, 2], acc[u, 3])
 
     @cuda.jit(device=True, inline=True)
@@ -760,8 +807,11 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         tab = cuda.shared.array(TABN2, uint32, alignment=TAB_ALIGN)
         rcs = cuda.shared.array(NRC2, uint32, alignment=SHARED_ALIGN)
         xch = cuda.shared.array((NXCH, 6), uint32)
+        kc = cuda.shared.array(1, uint32)          # 0x0400: decode_pair's sel0
         bh = cuda.blockIdx.y
         tid = cuda.threadIdx.x
+        if tid == 0:                                # published by the group loop's first barrier
+            kc[0] = uint32(0x0400)
         lane = tid % 32
         warp = tid // 32
         gid = lane >> 2
@@ -791,10 +841,11 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             buf = gb & 1
             build(tab, rcs, buf, tid, pq, rq)
             cuda.syncthreads()
+            sel0 = kc[0]
             if gb + 1 < n_mine:
                 fetch(index, r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, warp, gid, tig, tid,
                       na, nb, npq, nrq)
-            base = smem_addr(tab) + uint32(buf * TABN * 4 + tig * STRIDE)
+            base, cb = split_base(smem_addr(tab) + uint32(buf * TABN * 4 + tig * STRIDE))
             rbase = buf * NRC
             for u in range(TPW):
                 c0 = F0
@@ -804,7 +855,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 for s in range(KS):
                     w = s >> 1
                     rc0, rc1 = lds_u32x2(rcs, rbase + tig * CP + 2 * s)
-                    c0, c1, c2, c3 = kstep(tab, xch, rc0, rc1, wa[u, w], wb[u, w], s, base, magic,
+                    c0, c1, c2, c3 = kstep(tab, xch, rc0, rc1, wa[u, w], wb[u, w], s, base, cb, sel0, magic,
                                            b0[s], b1[s], c0, c1, c2, c3)
                 store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, c0, c1, c2, c3)
             for u in range(TPW):
@@ -822,8 +873,11 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         rcs = cuda.shared.array(NRC2, uint32, alignment=SHARED_ALIGN)
         bq = cuda.shared.array(NBQ, uint32, alignment=SHARED_ALIGN)
         xch = cuda.shared.array((NXCH, 6), uint32)
+        kc = cuda.shared.array(1, uint32)          # 0x0400: decode_pair's sel0
         bh = cuda.blockIdx.y
         tid = uint32(cuda.threadIdx.x)              # unsigned: index arithmetic needs no sign fixes
+        if tid == 0:                                # published by the group loop's first barrier
+            kc[0] = uint32(0x0400)
         lane = tid % 32
         warp = tid // 32
         gid = lane >> 2
@@ -859,9 +913,10 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             buf = gb & 1
             build(tab, rcs, buf, tid, pq, rq)
             cuda.syncthreads()
+            sel0 = kc[0]
             more = gb + 1 < n_mine
             row1 = (int64(bh) * n_groups + g + 1) * G
-            base = smem_addr(tab) + uint32(buf * TABN * 4 + chunk * STRIDE)
+            base, cb = split_base(smem_addr(tab) + uint32(buf * TABN * 4 + chunk * STRIDE))
             rbase = buf * NRC + (CP + RPAD) * chunk
             for u in range(TPW):
                 for k in range(4):
@@ -872,18 +927,18 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             # issued before it: the next group's parameters are loaded only after the first use of
             # this group's words (the first block), and derived after the middle block, so that the
             # build after the last loads reads only resolved registers.
-            kblock(tab, xch, bq, rcs, acc, wa, wb, 0, lane, rbase, base, magic)
+            kblock(tab, xch, bq, rcs, acc, wa, wb, 0, lane, rbase, base, cb, sel0, magic)
             if more:
                 fetch_params(r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, tid, npq, nrq)
             for v in range(1, VH + 1):
                 if more:
                     fetch_words(index, row1, warp, gid, tig, FW * (v - 1), wa, wb)
-                kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, magic)
+                kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, cb, sel0, magic)
             derive(npq, nrq, tid, more, flags)
             for v in range(VH + 1, NV):
                 if more:
                     fetch_words(index, row1, warp, gid, tig, FW * (v - 1), wa, wb)
-                kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, magic)
+                kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, cb, sel0, magic)
             if more:
                 fetch_words(index, row1, warp, gid, tig, FW * (NV - 1), wa, wb)
             for u in range(TPW):
