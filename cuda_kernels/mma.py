@@ -163,6 +163,8 @@ if SIM:
 
     SIM_SMEM_BASE = 4096     # a simulated shared address of arr[0]: aligned like the GPU's, not 0,
     #                          so that the (bits & mask) | base addressing is really exercised
+    #                          (its low byte is 0: the prmt lookup's cb then comes from the chunk
+    #                          and buffer offsets alone)
 
     def smem_addr(arr):
         """Shared-window byte address of arr[0] (simulated: SIM_SMEM_BASE)."""
@@ -371,8 +373,8 @@ PRMT_LOOKUP_MAX_T_BITS = 6    # prmt lookup addresses need theta * 4 within a by
 def _pair_decoder(r_bits: int, t_bits: int, prmt_lookup: bool = False):
     """decode_pair for these bit widths (table rows of 2**t_bits words, see mma_scores_kernel).
 
-    prmt_lookup (v2.8): the lookup address of byte k of a word x is prmt(v, base, .): byte 0
-    from v = ((x << 2) & theta mask in every byte) | cb, bytes 1-3 from base. v is computed once
+    prmt_lookup (v2.8): the lookup address of byte k of a word x is prmt(v, base, .): its byte 0
+    is byte k of v = ((x << 2) & theta mask in every byte) | cb, bytes 1-3 those of base. v is computed once
     a word and serves its 4 bytes (LLVM merges the copies of the two k-steps that read one word),
     so 4 lookups cost 2 + 4 instructions instead of 4 x (shift, LOP3). The chunk base's bits
     below bit 8 (above theta * 4: ALIGN) travel in cb = (base & 0xFF) * 0x01010101, and base
@@ -502,8 +504,9 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     2 wavefronts a lookup, not 4; two slots, two chunks: 1); with more bins a
     row spans all banks anyway. The bin's
     byte offset theta * 4 has bits 2 .. t_bits + 1 only and each chunk base is
-    aligned past them (ALIGN), so the lookup address is one LOP3:
-    (bits & mask) | base.
+    aligned past them (ALIGN), so the lookup address is (bits & mask) | base:
+    with prmt_lookup (v2.8, t_bits <= 6) one byte permute of a per-word value
+    (see _pair_decoder), else a shift and one LOP3.
 
     lean=True (v2.3) does the same arithmetic in fewer registers, so that more
     blocks fit a SM (W-GPU, ptxas 13.0: v2.2 127 registers, 4 blocks of 4
@@ -549,8 +552,11 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     before the last index loads, and nothing between those loads and the
     barrier reads a loaded value or branches on a thread-dependent condition (a
     divergent branch or an EXIT also waits for the scoreboard: hence ALL_P and
-    a trip count n_mine instead of an exit inside the loop). The first use of
-    the next group's words now has the build and the barrier in front of it.
+    a trip count n_mine instead of an exit inside the loop; where ALL_T or ALL_P
+    is false, as in shapes other than W-GPU's, the build still branches). The
+    first use of the next group's words now has the build and the barrier in
+    front of it. With one block (NV = 1) the parameters are derived right after
+    they are fetched, with no k-steps in between: correct, but not hidden.
     """
     P, G, S = n_pairs, group_size, slots
     assert mma_eligible(P, t_bits, G, S) and (S == 1 or lean), (P, t_bits, G, S, lean)
@@ -695,13 +701,14 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             rq[it, 1] = -st                         # conditional writes would keep the loads pending
 
     @cuda.jit(device=True, inline=True)
-    def zero_params(rq, npq, nrq):
-        """Simulator only. derive also runs on parameters that were not loaded (threads j >= P, the
-        block's last group) and whose results nothing reads: harmless on the GPU, but the simulator
-        starts local arrays with arbitrary bits, and the suite turns its NaN warnings into errors.
-        (On the GPU the zeros would cost a wait: ptxas then keeps the first load's scoreboard
-        pending into the group loop.)"""
+    def zero_params(pq, rq, npq, nrq):
+        """Simulator only. derive also runs on parameters that were not loaded (threads with no
+        table entries, e >= QUADS, or no pair, j >= P; the block's last group) and whose results
+        nothing reads: harmless on the GPU, but the simulator starts local arrays with arbitrary
+        bits, and the suite turns its overflow and NaN warnings into errors."""
         for it in range(NIT_T):
+            pq[it, 0] = F0
+            pq[it, 1] = F0
             npq[it, 0] = F0
             npq[it, 1] = F0
         for it in range(NIT_P):
@@ -827,7 +834,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         npq = cuda.local.array((NIT_T, 2), float32)
         nrq = cuda.local.array((NIT_P, 2), float32)
         if SIM:
-            zero_params(rq, npq, nrq)
+            zero_params(pq, rq, npq, nrq)
         if g0 < n_groups:                           # always, with the launcher's grid
             fetch(index, r_min, r_step, phi_min, phi_step, bh, g0, n_groups, warp, gid, tig, tid, wa, wb, pq, rq)
         derive(pq, rq, tid, g0 < n_groups, flags)
@@ -891,7 +898,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         npq = cuda.local.array((NIT_T, 2), float32)
         nrq = cuda.local.array((NIT_P, 2), float32)
         if SIM:
-            zero_params(rq, npq, nrq)
+            zero_params(pq, rq, npq, nrq)
         acc = cuda.local.array((TPW, 4), float32)
         if g0 < n_groups:                           # always, with the launcher's grid
             for v in range(NWD // FW):
