@@ -192,7 +192,7 @@ def scores_variants():
         ("mma s2 w4", "mma", dict(slots=2, warps=4)),   # ... with 4 warps of 1 tile
         ("mma s2 8B", "mma", dict(slots=2, words_per_load=2)),   # ... with 8-byte index loads
         ("mma r112", "mma", dict(max_registers=112)),   # 9 blocks a SM (shared memory allows 9)
-        ("mma r96", "mma", dict(max_registers=96)),     # 10 blocks a SM
+        ("mma r96", "mma", dict(max_registers=96)),     # 10 blocks a SM (v2.7 took 118 registers; v2.8 takes 96)
         ("mma shf lookup", "mma", dict(prmt_lookup=False)),   # v2.7: lookup address = shift + LOP3 a byte
         ("f32 nt128 tpt1", "float32", dict(threads=128, tokens_per_thread=1)),
         ("f32 nt32 tpt4", "float32", dict(threads=32, tokens_per_thread=4)),

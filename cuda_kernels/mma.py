@@ -285,12 +285,12 @@ else:
         return sig, codegen
 
     sts_u32x2 = _vector_store(_I32, 2, 8, value=types.uint32)
+    sts_u32x4 = _vector_store(_I32, 4, 16, value=types.uint32)
 
     @cuda.jit(device=True, inline=True)
     def mul_lo(a, b):
         """The low 32 bits of a * b."""
         return uint32(a * b)
-    sts_u32x4 = _vector_store(_I32, 4, 16, value=types.uint32)
 
 
 def table_layout(n_pairs: int, t_bits: int, chunks: int = 4) -> tuple[int, int]:
@@ -367,6 +367,8 @@ def default_warps(n_pairs: int, t_bits: int, group_size: int, slots: int = 1) ->
 
 
 PRMT_LOOKUP_MAX_T_BITS = 6    # prmt lookup addresses need theta * 4 within a byte
+SEL0 = 0x0400                 # decode_pair's sel0: the radius prmt selector k | (4 + k) << 8 at k = 0;
+#                               SEL0 >> 8 is the 4 of the prmt lookup's x * 4
 
 
 @lru_cache(maxsize=None)
@@ -414,7 +416,7 @@ def _pair_decoder(r_bits: int, t_bits: int, prmt_lookup: bool = False):
         The table holds -(cos, sin) (see build): the product is r_hat * (cos, sin), the
         signs cancelling exactly.
 
-        sel0 (0x0400) comes from shared memory, read after the group's barrier: the first
+        sel0 (SEL0) comes from shared memory, read after the group's barrier: the first
         instructions on the index words (this prmt, and x * 4 of the prmt lookup) then cannot be
         scheduled above that barrier, where ptxas otherwise puts them and where their wait for the
         index loads has nothing in front of it (the build and the barrier cover it below).
@@ -814,11 +816,11 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         tab = cuda.shared.array(TABN2, uint32, alignment=TAB_ALIGN)
         rcs = cuda.shared.array(NRC2, uint32, alignment=SHARED_ALIGN)
         xch = cuda.shared.array((NXCH, 6), uint32)
-        kc = cuda.shared.array(1, uint32)          # 0x0400: decode_pair's sel0
+        kc = cuda.shared.array(1, uint32)          # SEL0: decode_pair's sel0
         bh = cuda.blockIdx.y
         tid = cuda.threadIdx.x
         if tid == 0:                                # published by the group loop's first barrier
-            kc[0] = uint32(0x0400)
+            kc[0] = uint32(SEL0)
         lane = tid % 32
         warp = tid // 32
         gid = lane >> 2
@@ -880,11 +882,11 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         rcs = cuda.shared.array(NRC2, uint32, alignment=SHARED_ALIGN)
         bq = cuda.shared.array(NBQ, uint32, alignment=SHARED_ALIGN)
         xch = cuda.shared.array((NXCH, 6), uint32)
-        kc = cuda.shared.array(1, uint32)          # 0x0400: decode_pair's sel0
+        kc = cuda.shared.array(1, uint32)          # SEL0: decode_pair's sel0
         bh = cuda.blockIdx.y
         tid = uint32(cuda.threadIdx.x)              # unsigned: index arithmetic needs no sign fixes
         if tid == 0:                                # published by the group loop's first barrier
-            kc[0] = uint32(0x0400)
+            kc[0] = uint32(SEL0)
         lane = tid % 32
         warp = tid // 32
         gid = lane >> 2
