@@ -193,7 +193,10 @@ def scores_variants():
         ("mma s2 8B", "mma", dict(slots=2, words_per_load=2)),   # ... with 8-byte index loads
         ("mma r112", "mma", dict(max_registers=112)),   # 9 blocks a SM (shared memory allows 9)
         ("mma r96", "mma", dict(max_registers=96)),     # 10 blocks a SM (v2.7 took 118 registers; v2.8 takes 96)
+        ("mma r88", "mma", dict(max_registers=88)),     # 11 blocks a SM, no spill (ptxas 13.0)
+        ("mma r80", "mma", dict(max_registers=80)),     # 12 blocks a SM, 60 bytes spilled (ptxas 13.0)
         ("mma shf lookup", "mma", dict(prmt_lookup=False)),   # v2.7: lookup address = shift + LOP3 a byte
+        ("mma contiguous", "mma", dict(interleave=False)),   # v2.8: a lane's index bytes contiguous
         ("f32 nt128 tpt1", "float32", dict(threads=128, tokens_per_thread=1)),
         ("f32 nt32 tpt4", "float32", dict(threads=32, tokens_per_thread=4)),
         ("f32 regs64", "float32", dict(max_registers=64)),

@@ -65,8 +65,9 @@ def _cases():
             yield (f"scores {table} {cfg}", K.scores_kernel(**cfg),
                    (u8, *params, f32, 1, 1, 1, 1, 1, f32, 1, np.uint32(0)))
     for n_pairs, t_bits, n_groups, bhs, ptr in ((64, 4, 1024, 64, 0), (16, 2, 2, 1, 4), (32, 5, 4, 2, 0)):
-        # the launcher's defaults for 4 heads (v2.5: 2 token slots) and 8 heads (1 slot), and v2.2
-        for variant in (dict(n_heads=4), {}, dict(lean=False)):
+        # the launcher's defaults for 4 heads (v2.5: 2 token slots) and 8 heads (1 slot), v2.2, and
+        # 4 heads with each lane's index bytes contiguous (v2.8, before interleave)
+        for variant in (dict(n_heads=4), {}, dict(lean=False), dict(n_heads=4, interleave=False)):
             cfg = L.mma_config(n_pairs, 4, t_bits, 16 if n_pairs < 64 else 128, n_groups, bhs, ptr, **variant)
             yield (f"scores mma {cfg}", L.mma_kernel_for(cfg),
                    (u8, *params, f32, 1, 1, 1, 1, f32, 1, i32, np.uint32(0), 1))

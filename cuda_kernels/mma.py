@@ -33,10 +33,14 @@ and 2 tig + 8, 2 tig + 9 (a2, a3); B columns (heads) gid, rows 2 tig, 2 tig + 1
 (b0) and 2 tig + 8, 2 tig + 9 (b1); C rows gid, gid + 8, columns 2 tig,
 2 tig + 1. A column pair (2c, 2c + 1) is one (x, y) pair of a key. The sum
 over pairs does not care about their order, so each k-step's 8 column pairs
-are chosen to suit the index loads: lane tig reads the contiguous P / 4 index
-bytes [tig * P / 4, (tig + 1) * P / 4) of its two tokens (16-byte loads for
-d = 128), and k-step s gives column pair tig the pair tig * P / 4 + 2 s and
-column pair tig + 4 the next one. The queries go into B with the same map.
+are chosen to suit the index loads: lane tig decodes one chunk of P / 4 index
+bytes of its two tokens (one token slot; see the factory for more), and k-step
+s gives column pair tig row 2 s and column pair tig + 4 row 2 s + 1 of that
+chunk. Since v2.9 the chunks take turns by the loads' pieces (16 bytes for
+d = 128: piece v of chunk c is bytes 16 (4 v + c) ..), so that the lanes of a
+token read whole 32-byte sectors in one load; before, chunk c was the
+contiguous bytes [c P / 4, (c + 1) P / 4). The queries go into B with the same
+map (_pair_map).
 
 Precision: keys and queries are rounded to float16 (products exact, sums
 float32); polarref.tolerances.float16_key_bound derives the extra error.
@@ -432,16 +436,50 @@ def _pair_decoder(r_bits: int, t_bits: int, prmt_lookup: bool = False):
 
 
 @lru_cache(maxsize=None)
-def _query_loader(n_pairs: int, slots: int = 1):
+def _pair_map(n_pairs: int, chunks: int, piece: int):
+    """(pair_at, chunk_of, row_of): which pair of a token (index byte) row `row` of chunk `chunk`
+    holds, and back. A lane decodes the pairs of one chunk, in row order (k-step s: rows 2 s and
+    2 s + 1). piece = 0: chunk c is the contiguous bytes [c CP, (c + 1) CP). piece > 0 (v2.9):
+    the chunks take turns by pieces of `piece` bytes, piece v of chunk c being bytes
+    piece (chunks v + c) ..., so that the lanes of one token read whole 32-byte sectors in one
+    load (see mma_scores_kernel)."""
+    CP = n_pairs // chunks
+    assert piece == 0 or CP % piece == 0, (n_pairs, chunks, piece)
+    SPAN = chunks * piece
+
+    @cuda.jit(device=True, inline=True)
+    def pair_at(chunk, row):
+        if piece:
+            return (row // piece) * SPAN + chunk * piece + row % piece
+        return chunk * CP + row
+
+    @cuda.jit(device=True, inline=True)
+    def chunk_of(j):
+        if piece:
+            return (j // piece) % chunks
+        return j // CP
+
+    @cuda.jit(device=True, inline=True)
+    def row_of(j):
+        if piece:
+            return (j // SPAN) * piece + j % piece
+        return j % CP
+
+    return pair_at, chunk_of, row_of
+
+
+@lru_cache(maxsize=None)
+def _query_loader(n_pairs: int, slots: int = 1, piece: int = 0):
     """load_queries: a lane's B fragments (float16x2) of every k-step; True if a query is beyond float16."""
     CP = n_pairs * slots // 4             # pairs of a chunk
     KS = CP // 2
     HS = MMA_HEADS // slots               # heads a token slot
+    pair_at = _pair_map(n_pairs, 4 // slots, piece)[0]
 
     @cuda.jit(device=True, inline=True)
     def load_queries(queries, bh, n_heads, gid, tig, x_stride, y_offset, b0, b1):
         # column gid: head blockIdx.z * HS + gid % HS of token slot gid // HS. k-step s: column
-        # pairs tig (b0) and tig + 4 (b1) hold pairs chunk * CP + 2 s and + 1 of token slot
+        # pairs tig (b0) and tig + 4 (b1) hold rows 2 s and 2 s + 1 of chunk tig // slots of token slot
         # tig % slots, so B is the query where the two slots agree and 0 elsewhere
         head = cuda.blockIdx.z * HS + gid % HS
         use = head < n_heads and gid // HS == tig % slots
@@ -452,7 +490,7 @@ def _query_loader(n_pairs: int, slots: int = 1):
             b0[s] = uint32(0)
             b1[s] = uint32(0)
             if use:
-                j = chunk * CP + 2 * s
+                j = pair_at(chunk, 2 * s)             # and j + 1: rows 2 s, 2 s + 1 (piece is even)
                 qx0 = ldg_f32(queries, qbase + j * x_stride)
                 qy0 = ldg_f32(queries, qbase + j * x_stride + y_offset)
                 qx1 = ldg_f32(queries, qbase + (j + 1) * x_stride)
@@ -469,7 +507,7 @@ def _query_loader(n_pairs: int, slots: int = 1):
 def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                       wide_loads: bool = True, warps: int = 0,
                       max_registers: int = 0, lean: bool = False, slots: int = 1, words_per_load: int = 0,
-                      prmt_lookup: bool = True):
+                      prmt_lookup: bool = True, interleave: bool = True):
     """Kernel factory: tensor-core scores of the quantized tokens.
 
     grid (ceil(n_groups / gpb), BH, ceil(M / (8 / slots))); block
@@ -509,6 +547,19 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     aligned past them (ALIGN), so the lookup address is (bits & mask) | base:
     with prmt_lookup (v2.8, t_bits <= 6) one byte permute of a per-word value
     (see _pair_decoder), else a shift and one LOP3.
+
+    interleave (v2.9, lean only; the default): which index bytes (pairs) make a lane's chunk.
+    A lane loads FW index words (4 FW bytes) of a token at a time, and a token's bytes are
+    split among the 4 / S lanes of its chunks. With chunk c the contiguous bytes
+    [c CP, (c + 1) CP) (interleave=False, v2.8), one load of a warp takes 16 bytes from each of
+    two 32-byte sectors of a token, and the next load the other halves: each sector is fetched
+    into L1 twice. With the chunks taking turns by pieces of 4 FW bytes (_pair_map), the lanes
+    of a token read whole sectors in one load. ncu, W-GPU: 20.5 M global sectors requested
+    instead of 37.2 M (the index is 16.8 M); L1 data-pipe wavefronts 39.4 M instead of 40.2 M
+    (a load of a warp still touches eight 128-byte lines; why the wavefronts hardly move was not
+    measured). Timed in one call, twice: 0.2190 / 0.2191 ms against 0.2208 / 0.2196; in the
+    all-cases run 1-4 % faster in each of the 6 cases. Table rows,
+    radius constants and B fragments follow the same map; the k-step code does not change.
 
     lean=True (v2.3) does the same arithmetic in fewer registers, so that more
     blocks fit a SM (W-GPU, ptxas 13.0: v2.2 127 registers, 4 blocks of 4
@@ -569,6 +620,8 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     WIDE = bool(wide_loads) and NWD % 4 == 0
     FW = (words_per_load or (2 if S == 1 else 4)) if (lean and WIDE) else 1   # lean: index words a load
     assert FW in (1, 2, 4) and NWD % FW == 0, (FW, NWD)
+    PIECE = 4 * FW if (lean and interleave) else 0   # v2.9: chunks take turns by loads' bytes
+    pair_at, chunk_of, row_of = _pair_map(P, NCH, PIECE)
     TT = 16 * S                           # tokens a tile: 16 rows of S tokens
     HS = MMA_HEADS // S                   # heads a token slot (columns of B and C)
     NTILE = G // TT
@@ -594,7 +647,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     # EVEN: a thread's quads lie RPI rows apart in one column and never straddle a chunk, so their
     # parameter loads and table stores are immediate offsets from one address (W-GPU: 10 LDG took
     # 66 instructions a group with an address each, and the kernel 128 registers instead of 96)
-    EVEN = ALL_T and RPI > 0 and CP % RPI == 0
+    EVEN = ALL_T and RPI > 0 and (PIECE or CP) % RPI == 0
     ALL_P = P % NT == 0                   # every thread prepares NIT_P pairs' radius constants: no branch
     #                                       (a divergent branch waits for every pending load)
     NV = NWD // FW                        # lean: blocks of FW index words (k-steps 2 FW v ..)
@@ -604,14 +657,19 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
 
     PRMT_LOOKUP = bool(prmt_lookup) and t_bits <= PRMT_LOOKUP_MAX_T_BITS
     decode_pair = _pair_decoder(r_bits, t_bits, PRMT_LOOKUP)
-    load_queries = _query_loader(P, S)
+    load_queries = _query_loader(P, S, PIECE)
 
     @cuda.jit(device=True, inline=True)
     def lane_offset(row0, warp, gid, tig, u):
         """Index offset of the first byte this lane reads of tile u (the group's first token is row
         row0 of the index): the token of row gid in slot tig % S, chunk tig // S; the token of row
         gid + 8 is 8 P further."""
-        return (row0 + (warp * TPW + u) * TT + gid + 16 * (tig % S)) * P + (tig // S) * CP
+        return (row0 + (warp * TPW + u) * TT + gid + 16 * (tig % S)) * P + pair_at(tig // S, 0)
+
+    @cuda.jit(device=True, inline=True)
+    def word_offset(w):
+        """Byte offset of a lane's index word w from its word 0 (w a multiple of FW in lean)."""
+        return pair_at(0, 4 * w)
 
     @cuda.jit(device=True, inline=True)
     def fetch_tile(index, row0, warp, gid, tig, u, wa, wb):
@@ -642,7 +700,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         """lean: start the loads of index words w .. w + FW - 1 of every tile of this lane (group
         starting at index row row0)."""
         for u in range(TPW):
-            oa = lane_offset(row0, warp, gid, tig, u) + 4 * w
+            oa = lane_offset(row0, warp, gid, tig, u) + word_offset(w)
             ob = oa + 8 * P
             if FW == 4:
                 wa[u, w], wa[u, w + 1], wa[u, w + 2], wa[u, w + 3] = ld_u32x4(index, oa)
@@ -731,10 +789,10 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                 t0 = (e % QPR) * 4
                 if EVEN:                            # row it * RPI + tid // QPR, chunk fixed by it
                     r0 = it * RPI
-                    word = (r0 // CP) * (STRIDE // 4) + (r0 % CP + tid // QPR) * NTAB + (tid % QPR) * 4
+                    word = chunk_of(r0) * (STRIDE // 4) + (row_of(r0) + tid // QPR) * NTAB + (tid % QPR) * 4
                 else:
                     j = e // QPR
-                    word = (j // CP) * (STRIDE // 4) + (j % CP) * NTAB + t0
+                    word = chunk_of(j) * (STRIDE // 4) + row_of(j) * NTAB + t0
                 ps = pq[it, 1]
                 x0 = fma(float32(t0), ps, pq[it, 0])
                 x1 = x0 + ps
@@ -746,7 +804,7 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         for it in range(NIT_P):
             j = it * NT + tid
             if ALL_P or j < P:
-                stg(rcs, buf * NRC + j + RPAD * (j // CP), h2_pack(rq[it, 1], rq[it, 0]))
+                stg(rcs, buf * NRC + chunk_of(j) * (CP + RPAD) + row_of(j), h2_pack(rq[it, 1], rq[it, 0]))
 
     @cuda.jit(device=True, inline=True)
     def split_base(addr):

@@ -130,8 +130,9 @@ def test_several_groups_per_block_and_a_partial_last_block(p, g, over, variant):
     (64, 128, 4, dict(slots=2, groups_per_block=3)),                # the launcher's W-GPU kernel, 3 groups a block
     (16, 32, 6, dict(slots=2, groups_per_block=2)),                 # 6 heads: 2 head chunks (grid z) of 4
     (16, 64, 3, dict(slots=4, groups_per_block=2)),                 # 3 heads: 2 head chunks of 2
+    (64, 128, 4, dict(slots=2, groups_per_block=2, interleave=False)),   # v2.8: a lane's bytes contiguous
 ], ids=["4slots", "2slots-8B-loads", "2slots-1warp", "4slots-P32-gpb3", "2slots-gpb3", "2slots-6heads",
-        "4slots-3heads"])
+        "4slots-3heads", "2slots-contiguous-chunks"])
 def test_token_slot_configurations(p, g, m, over):
     """Token-slot layouts against the golden model, beyond what the launcher picks for W-GPU (2 slots,
     2 warps, 16-byte loads, 32 groups a block): 4 tokens a row of A, 8-byte loads, a single warp,
