@@ -435,37 +435,39 @@ def _pair_decoder(r_bits: int, t_bits: int, prmt_lookup: bool = False):
     return decode_pair
 
 
-@lru_cache(maxsize=None)
-def _pair_map(n_pairs: int, chunks: int, piece: int):
-    """(pair_at, chunk_of, row_of): which pair of a token (index byte) row `row` of chunk `chunk`
-    holds, and back. A lane decodes the pairs of one chunk, in row order (k-step s: rows 2 s and
-    2 s + 1). piece = 0: chunk c is the contiguous bytes [c CP, (c + 1) CP). piece > 0 (v2.9):
-    the chunks take turns by pieces of `piece` bytes, piece v of chunk c being bytes
-    piece (chunks v + c) ..., so that the lanes of one token read whole 32-byte sectors in one
-    load (see mma_scores_kernel)."""
+def _pair_funcs(n_pairs: int, chunks: int, piece: int):
+    """(pair_at, chunk_of, row_of) as plain Python functions: which pair of a token (index byte)
+    row `row` of chunk `chunk` holds, and back. A lane decodes the pairs of one chunk, in row
+    order (k-step s: rows 2 s and 2 s + 1). piece = 0: chunk c is the contiguous bytes
+    [c CP, (c + 1) CP). piece > 0 (v2.9): the chunks take turns by pieces of `piece` bytes, piece
+    v of chunk c being bytes piece (chunks v + c) ..., so that the lanes of one token read whole
+    32-byte sectors in one load (see mma_scores_kernel)."""
     CP = n_pairs // chunks
     assert piece == 0 or CP % piece == 0, (n_pairs, chunks, piece)
     SPAN = chunks * piece
 
-    @cuda.jit(device=True, inline=True)
     def pair_at(chunk, row):
         if piece:
             return (row // piece) * SPAN + chunk * piece + row % piece
         return chunk * CP + row
 
-    @cuda.jit(device=True, inline=True)
     def chunk_of(j):
         if piece:
             return (j // piece) % chunks
         return j // CP
 
-    @cuda.jit(device=True, inline=True)
     def row_of(j):
         if piece:
             return (j // SPAN) * piece + j % piece
         return j % CP
 
     return pair_at, chunk_of, row_of
+
+
+@lru_cache(maxsize=None)
+def _pair_map(n_pairs: int, chunks: int, piece: int):
+    """_pair_funcs as device functions."""
+    return tuple(cuda.jit(device=True, inline=True)(f) for f in _pair_funcs(n_pairs, chunks, piece))
 
 
 @lru_cache(maxsize=None)
@@ -644,10 +646,16 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     QPR = NTAB // 4                       # stores per row
     ALL_T = lean and QUADS % NT == 0      # lean: every thread builds NIT_T quads (no predicated loads)
     RPI = NT // QPR if NT % QPR == 0 else 0   # table rows one build iteration covers, if whole
-    # EVEN: a thread's quads lie RPI rows apart in one column and never straddle a chunk, so their
-    # parameter loads and table stores are immediate offsets from one address (W-GPU: 10 LDG took
-    # 66 instructions a group with an address each, and the kernel 128 registers instead of 96)
-    EVEN = ALL_T and RPI > 0 and (PIECE or CP) % RPI == 0
+    # EVEN: a thread's quads are pairs it * RPI + t (t = tid // QPR) whose chunk and row are those
+    # of pair it * RPI plus those of pair t, so their parameter loads and table stores are
+    # immediate offsets from one address (W-GPU: 10 LDG took 66 instructions a group with an
+    # address each, and the kernel 128 registers instead of 96). Checked here for every quad.
+    py_chunk, py_row = _pair_funcs(P, NCH, PIECE)[1:]
+    EVEN = ALL_T and RPI > 0 and all(
+        py_chunk(it * RPI + t) == py_chunk(it * RPI) + py_chunk(t)
+        and py_row(it * RPI + t) == py_row(it * RPI) + py_row(t)
+        for it in range(NIT_T) for t in range(RPI) if it * RPI + t < P)
+    T_IN_ROW = all(py_chunk(t) == 0 and py_row(t) == t for t in range(min(RPI, P)))   # pair t is row t
     ALL_P = P % NT == 0                   # every thread prepares NIT_P pairs' radius constants: no branch
     #                                       (a divergent branch waits for every pending load)
     NV = NWD // FW                        # lean: blocks of FW index words (k-steps 2 FW v ..)
@@ -787,9 +795,14 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             e = it * NT + tid
             if ALL_T or e < QUADS:
                 t0 = (e % QPR) * 4
-                if EVEN:                            # row it * RPI + tid // QPR, chunk fixed by it
+                if EVEN:                            # pair it * RPI + t: see EVEN
                     r0 = it * RPI
-                    word = chunk_of(r0) * (STRIDE // 4) + (row_of(r0) + tid // QPR) * NTAB + (tid % QPR) * 4
+                    t = tid // QPR
+                    if T_IN_ROW:                    # (W-GPU) spares ptxas the map of t
+                        word = chunk_of(r0) * (STRIDE // 4) + (row_of(r0) + t) * NTAB + (tid % QPR) * 4
+                    else:
+                        word = ((chunk_of(r0) + chunk_of(t)) * (STRIDE // 4) + (row_of(r0) + row_of(t)) * NTAB
+                                + (tid % QPR) * 4)
                 else:
                     j = e // QPR
                     word = chunk_of(j) * (STRIDE // 4) + row_of(j) * NTAB + t0
