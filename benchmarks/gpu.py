@@ -326,8 +326,9 @@ def bench_encode(rng, batch, length, dtype, copy_gbs, split, config=None, label=
                 roofline_ms=roof_ms, share_of_roofline=roof_ms / ms)
 
 
-def profile(what, batch=8, length=131072):
-    """Two launches of one kernel (compile + warm, then the one a profiler reads)."""
+def profile(what, batch=8, length=131072, variant=""):
+    """Two launches of one kernel (compile + warm, then the one a profiler reads); variant: a scoring
+    variant's label (scores_variants) whose overrides to take."""
     rng = np.random.default_rng(SEED)
     bhs, n = batch * H_KV, length // G
     if what.startswith("scores"):
@@ -335,7 +336,8 @@ def profile(what, batch=8, length=131072):
         out = cuda.device_array(bhs * M * length, dtype=np.float32)
         flags = cuda.to_device(np.zeros(1, np.int32))
         table = {"scores32": "float32", "scores16": "float16", "scoresmma": "mma"}[what]
-        _, launch = scores_launch(table, dev, out, flags, batch, length)
+        over = {label: o for label, _, o in scores_variants()}[variant] if variant else {}
+        _, launch = scores_launch(table, dev, out, flags, batch, length, **over)
         for _ in range(2):
             launch()
     else:
@@ -404,6 +406,7 @@ def main(argv=None):
                     "DIR and print their instruction counts by opcode, then exit")
     ap.add_argument("--profile", choices=("scores32", "scores16", "scoresmma", "encode16"),
                     help="run one kernel twice on B=8, L=131072 and exit (for ncu --launch-skip 1)")
+    ap.add_argument("--variant", metavar="LABEL", default="", help="with --profile: this scoring variant's overrides")
     ap.add_argument("--only", choices=("scores", "encode"), help="run only the scoring or only the encode part")
     ap.add_argument("--also", metavar="LABELS", default="",
                     help="comma-separated scoring variants to run besides the defaults (with --quick/--defaults)")
@@ -415,7 +418,7 @@ def main(argv=None):
     if CL.SIM and not args.smoke:
         sys.exit("benchmarks.gpu needs a real GPU (NUMBA_ENABLE_CUDASIM is set); --smoke runs tiny sizes")
     if args.profile:
-        return profile(args.profile)
+        return profile(args.profile, variant=args.variant)
     if args.sass:
         return dump_sass(args.sass)
     torch_ok = False

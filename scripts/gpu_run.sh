@@ -51,6 +51,7 @@ if [ -z "$SKIP_TESTS" ]; then
 fi
 
 if [ -n "$PROFILE" ]; then      # PROFILE="scores32 encode16": Nsight Compute on one launch each
+  # PROFILE_VARIANT: a scoring variant's label (benchmarks.gpu), e.g. "mma contiguous";
   # NCU_ARGS: more ncu options, e.g. "--section MemoryWorkloadAnalysis_Tables --metrics breakdown:...",
   # split at spaces and not globbed (set -f), so metric regexes may hold * and ?
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
@@ -61,7 +62,8 @@ if [ -n "$PROFILE" ]; then      # PROFILE="scores32 encode16": Nsight Compute on
     timeout 150 "$NCU" --clock-control none -k "regex:$k" --launch-skip 1 --launch-count 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
       --section WarpStateStats --section Occupancy --section LaunchStats --section InstructionStats \
-      $NCU_ARGS python3 -m benchmarks.gpu --profile "$what" > "$OUT/ncu_$what.txt" 2>&1
+      $NCU_ARGS python3 -m benchmarks.gpu --profile "$what" ${PROFILE_VARIANT:+--variant "$PROFILE_VARIANT"} \
+      > "$OUT/ncu_$what.txt" 2>&1
     rc=$?
     set +f
     echo "ncu exit code $rc"
