@@ -175,6 +175,12 @@ def compare(name, got, want, tol):
 # --------------------------------------------------------------------------
 # Scoring benchmark
 # --------------------------------------------------------------------------
+def set_query_heads(n):
+    """Query heads of the workload (W-GPU: 32, so M = 4 a KV head)."""
+    global H_Q, M
+    H_Q, M = n, n // H_KV
+
+
 def scores_variants():
     """(label, table, overrides): the default configuration and a few alternatives."""
     return [
@@ -415,9 +421,15 @@ def main(argv=None):
                     help="comma-separated scoring variants to run besides the defaults (with --quick/--defaults)")
     ap.add_argument("--encode-also", metavar="LABELS", default="",
                     help="comma-separated encode variants to run on every encode case besides the default")
+    ap.add_argument("--q-heads", type=int, default=H_Q, metavar="N",
+                    help=f"query heads (default {H_Q}; a multiple of the {H_KV} KV heads: {8 * H_KV} gives 8 a "
+                         f"KV head, the tensor-core kernel's one-slot layout)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes, no torch: checks that this script runs (simulator allowed)")
     args = ap.parse_args(argv)
+    if args.q_heads < H_KV or args.q_heads % H_KV:
+        ap.error(f"--q-heads must be a positive multiple of the {H_KV} KV heads, got {args.q_heads}")
+    set_query_heads(args.q_heads)
     if CL.SIM and not args.smoke:
         sys.exit("benchmarks.gpu needs a real GPU (NUMBA_ENABLE_CUDASIM is set); --smoke runs tiny sizes")
     if args.profile:
@@ -433,7 +445,8 @@ def main(argv=None):
         except ImportError:
             pass
     info = dict(python=platform.python_version(), numpy=np.__version__,
-                numba=__import__("numba").__version__, torch=(torch.__version__ if torch_ok else None))
+                numba=__import__("numba").__version__, torch=(torch.__version__ if torch_ok else None),
+                workload=dict(q_heads=H_Q, kv_heads=H_KV, head_dim=D, group_size=G, r_bits=R_BITS, t_bits=T_BITS))
     if not CL.SIM:
         dev = cuda.get_current_device()
         info.update(device=dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name),
