@@ -1,6 +1,7 @@
 """Lower every GPU kernel to LLVM IR and verify it, without a GPU.
 
     python -m cuda_kernels.lowering        (NUMBA_ENABLE_CUDASIM must be unset)
+    python -m cuda_kernels.lowering --shard I/N     (only cases I, I + N, I + 2 N, ...)
 
 CI has no GPU: there the kernels run in the CUDA simulator, which executes
 the Python bodies and accepts code that the GPU compiler rejects. Two such
@@ -84,8 +85,9 @@ def _cases():
     yield "pack", K.pack_kernel(4), (u8, u8, u8)
 
 
-def check_all(verbose: bool = False) -> list[str]:
-    """Lower and verify every case; return the names of those that fail (with the reason)."""
+def check_all(verbose: bool = False, shard: tuple[int, int] = (0, 1)) -> list[str]:
+    """Lower and verify every case (shard (i, n): those whose position is i mod n, so that n processes
+    share the work); return the names of those that fail (with the reason)."""
     import llvmlite.binding as llvm
     from numba import typeof, types
     from numba.cuda import compiler
@@ -95,8 +97,11 @@ def check_all(verbose: bool = False) -> list[str]:
     if K.SIM:
         raise RuntimeError("cuda_kernels.lowering needs the real CUDA target: unset NUMBA_ENABLE_CUDASIM")
     failures = []
-    count = 0
-    for name, kern, args in _cases():
+    count = total = 0
+    for position, (name, kern, args) in enumerate(_cases()):
+        total += 1
+        if position % shard[1] != shard[0]:
+            continue
         count += 1
         sig = tuple(typeof(a) for a in args)
         try:
@@ -109,7 +114,8 @@ def check_all(verbose: bool = False) -> list[str]:
             continue
         if verbose:
             print(f"ok   {name}", flush=True)
-    print(f"{count - len(failures)} of {count} kernels lowered to LLVM IR and verified", flush=True)
+    print(f"{count - len(failures)} of {count} kernels lowered to LLVM IR and verified "
+          f"(shard {shard[0]} of {shard[1]}; {total} cases in all)", flush=True)
     return failures
 
 
@@ -170,7 +176,14 @@ def main() -> int:
         n = write_sass(argv[1], argv[2] if len(argv) > 2 else "")
         print(f"{n} kernels compiled to SASS in {argv[1]}")
         return 0 if n else 1
-    failures = check_all(verbose="-v" in argv)
+    shard = (0, 1)
+    if "--shard" in argv:
+        spec = argv[argv.index("--shard") + 1] if argv.index("--shard") + 1 < len(argv) else ""
+        i, _, n = spec.partition("/")
+        if not (i.isdigit() and n.isdigit() and int(i) < int(n)):
+            raise SystemExit(f"--shard takes I/N with 0 <= I < N, got {spec!r}")
+        shard = (int(i), int(n))
+    failures = check_all(verbose="-v" in argv, shard=shard)
     for f in failures:
         print("FAIL", f)
     return 1 if failures else 0

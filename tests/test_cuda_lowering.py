@@ -10,14 +10,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_kernel_lowers_and_verifies():
+SHARDS = 4      # processes sharing the cases, so that pytest-xdist spreads them over its workers
+
+
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_every_kernel_lowers_and_verifies(shard):
+    """Cases shard, shard + SHARDS, ... (together: all of them, at least 50)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, "-m", "cuda_kernels.lowering"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-m", "cuda_kernels.lowering", "--shard", f"{shard}/{SHARDS}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    ok, total = (int(n) for n in re.search(r"(\d+) of (\d+) kernels", run.stdout).groups())
-    assert ok == total >= 50, run.stdout
+    ok, mine, total = (int(n) for n in re.search(r"(\d+) of (\d+) kernels.*; (\d+) cases in all",
+                                                 run.stdout).groups())
+    assert total >= 50, run.stdout
+    assert ok == mine == len(range(shard, total, SHARDS)), run.stdout
