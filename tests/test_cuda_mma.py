@@ -116,7 +116,7 @@ def test_mma_properties(prop, request):
     (64, 128, dict(groups_per_block=3, wide_loads=False)),
 ], ids=["gpb2", "gpb2-4warps", "gpb3-4B-loads"])
 def test_several_groups_per_block_and_a_partial_last_block(p, g, over, variant):
-    """Launch shapes the launcher picks only for large inputs: 5 groups in blocks of 2 or 3 (the
+    """Launch shapes the launcher picks only for large inputs: 3 or 4 groups in blocks of 2 or 3 (the
     lean variant loads the next group's index words between k-steps: 16-byte loads with 2 slots,
     8-byte with 1, or 4-byte)."""
     _check_launch(p, g, {**VARIANTS[variant], **over})      # the case's groups a block, warps win
@@ -140,14 +140,17 @@ def test_token_slot_configurations(p, g, m, over):
     _check_launch(p, g, over, m=m)
 
 
-def _check_launch(p, g, over, m=4, h_kv=2, n=5, before_launch=None):
+def _check_launch(p, g, over, m=4, h_kv=2, n=None, before_launch=None):
     """n groups of h_kv KV heads with m query heads each through launch_mma_scores with these config
     overrides: every score written, within the float16-key bound of the golden model. Returns the
-    configuration. before_launch: called right before the launch (with the inputs on the device)."""
+    configuration. before_launch: called right before the launch (with the inputs on the device).
+    n defaults to one group more than a block scores (the config's groups_per_block): a full block
+    that prefetches the next group, and a partial last one, at the least simulator time."""
     from numba import cuda
 
     from cuda_kernels import launch as CL
 
+    n = n or over.get("groups_per_block", 4) + 1
     keys = make_keys(5, (h_kv, n * g, 2 * p), "gaussian", 0, g)
     queries = np.random.default_rng(6).standard_normal((h_kv * m, 2 * p))
     code = golden.encode(keys, group_size=g)
