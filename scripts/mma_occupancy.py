@@ -1,7 +1,9 @@
 """Registers, local memory and resident blocks a SM of the W-GPU tensor-core kernel variants.
 
-Usage (on the GPU machine, as gpu_run.sh sets PYTHONPATH): python3 scripts/mma_occupancy.py [LABEL ...]
-LABEL: benchmarks.gpu scoring variants with table "mma" (default: "mma default" and every other one).
+Usage (on the GPU machine, as gpu_run.sh sets PYTHONPATH):
+    python3 scripts/mma_occupancy.py [--q-heads N] [LABEL ...]
+LABEL: benchmarks.gpu scoring variants with table "mma" (default: "mma default" and every other one);
+--q-heads: the workload's query heads (default W-GPU's 32; 64 gives 8 a KV head, the 1-slot kernel).
 """
 import sys
 
@@ -30,4 +32,8 @@ def main(labels):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    if args[:1] == ["--q-heads"]:
+        B.set_query_heads(int(args[1]))
+        args = args[2:]
+    main(args)
