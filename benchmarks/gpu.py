@@ -345,7 +345,7 @@ def profile(what, batch=8, length=131072, variant=""):
         out = cuda.device_array(bhs * M * length, dtype=np.float32)
         flags = cuda.to_device(np.zeros(1, np.int32))
         table = {"scores32": "float32", "scores16": "float16", "scoresmma": "mma"}[what]
-        over = {label: o for label, _, o in scores_variants()}[variant] if variant else {}
+        over = {label: o for label, _, o in scores_variants()}[variant] if variant else {}   # checked in main
         _, launch = scores_launch(table, dev, out, flags, batch, length, **over)
         for _ in range(2):
             launch()
@@ -430,6 +430,10 @@ def main(argv=None):
     if args.q_heads < H_KV or args.q_heads % H_KV:
         ap.error(f"--q-heads must be a positive multiple of the {H_KV} KV heads, got {args.q_heads}")
     set_query_heads(args.q_heads)
+    if args.variant and not args.profile:
+        ap.error("--variant only applies with --profile")
+    if args.variant and args.variant not in {v[0] for v in scores_variants()}:
+        ap.error(f"--variant: unknown variant {args.variant!r}; known: {[v[0] for v in scores_variants()]}")
     if CL.SIM and not args.smoke:
         sys.exit("benchmarks.gpu needs a real GPU (NUMBA_ENABLE_CUDASIM is set); --smoke runs tiny sizes")
     if args.profile:

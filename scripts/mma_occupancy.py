@@ -17,6 +17,9 @@ from cuda_kernels import mma as MMA
 
 def main(labels):
     variants = {name: over for name, table, over in B.scores_variants() if table == "mma"}
+    unknown = [name for name in labels if name not in variants]
+    if unknown:
+        sys.exit(f"mma_occupancy: unknown mma variants {unknown}; known: {list(variants)}")
     u8, f32 = cuda.device_array(64, np.uint8), cuda.device_array(64, np.float32)
     flags = cuda.device_array(1, np.int32)
     sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
