@@ -206,9 +206,6 @@ def scores_variants():
         ("mma r80", "mma", dict(max_registers=80)),     # 12 blocks a SM, 60 bytes spilled (ptxas 13.0)
         ("mma shf lookup", "mma", dict(prmt_lookup=False)),   # v2.7: lookup address = shift + LOP3 a byte
         ("mma contiguous", "mma", dict(interleave=False)),   # v2.8: a lane's index bytes contiguous
-        ("mma stage", "mma", dict(stage=2)),   # index staged in shared memory by bulk copies (TMA), 2 buffers
-        ("mma stage1", "mma", dict(stage=1)),  # ... one buffer
-        ("mma stage1 r96", "mma", dict(stage=1, max_registers=96)),  # ... in 96 registers: 10 blocks a SM
         ("f32 nt128 tpt1", "float32", dict(threads=128, tokens_per_thread=1)),
         ("f32 nt32 tpt4", "float32", dict(threads=32, tokens_per_thread=4)),
         ("f32 regs64", "float32", dict(max_registers=64)),

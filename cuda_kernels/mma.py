@@ -55,7 +55,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from numba import cuda, float32, int64, uint32, uint64
+from numba import cuda, float32, int64, uint32
 
 from .kernels import (F0, FHALF, PI32, SHARED_ALIGN, SIM, fast_cos, fast_sin, fma, ld_u32, ld_u32x4,
                       ldg_f32, stg)
@@ -72,8 +72,6 @@ MMA_K_PAIRS = 8                                      # one m16n8k16 k-step = 16 
 MMA_HEADS = 8                                        # n = 8 columns: up to 8 query heads per launch row
 LEAN_RPAD = 2                                        # lean: words between radius constants of chunks
 SLOTS = (1, 2, 4)                                    # tokens a row of A (see mma_scores_kernel)
-STAGE_PAD = 32                                       # stage: bytes between blocks of 16 tokens
-MBAR_ALIGN = None if SIM else 8
 
 
 # --------------------------------------------------------------------------
@@ -201,68 +199,6 @@ if SIM:
         arr[i + 2] = c
         arr[i + 3] = d
 
-    def lds_u32x4(arr, i):
-        return np.uint32(arr[i]), np.uint32(arr[i + 1]), np.uint32(arr[i + 2]), np.uint32(arr[i + 3])
-
-    # Bulk copies (TMA) and their mbarriers. The simulator keeps a phase's copies pending until a
-    # thread waits for it, as the hardware may: a thread that reads the buffer without that wait
-    # reads the old bytes. A phase completes once the issuer's arrival (mbar_expect) and copies of
-    # as many bytes as it announced are in; a wait for a phase that never gets them is an error
-    # (on the GPU it would never return). mbar[k] counts the completed phases of barrier k.
-    import threading
-    import time
-    _PENDING: dict = {}            # (id(mbar), k) -> [bytes announced or None, bytes issued, copies]
-    _PENDING_LOCK = threading.Lock()
-
-    def _phase(mbar, k):
-        return _PENDING.setdefault((id(mbar), k), [None, 0, []])
-
-    def mbar_init(mbar, k):
-        with _PENDING_LOCK:
-            _PENDING.pop((id(mbar), k), None)
-            mbar[k] = 0
-
-    def mbar_expect(mbar, k, nbytes):
-        with _PENDING_LOCK:
-            ph = _phase(mbar, k)
-            assert ph[0] is None, "a second arrival in one phase"
-            ph[0] = int(nbytes)
-
-    def bulk_copy(buf, dst, index, src, nbytes, mbar, k):
-        """Bytes index[src:src + nbytes] to shared byte offset dst of the uint32 array buf, counted
-        on barrier k of mbar (all multiples of 16)."""
-        assert dst % 16 == 0 and src % 16 == 0 and nbytes % 16 == 0, (dst, src, nbytes)
-        words = [ld_u32(index, int(src) + 4 * i) for i in range(int(nbytes) // 4)]
-
-        def land():
-            for i, w in enumerate(words):
-                buf[int(dst) // 4 + i] = w
-
-        with _PENDING_LOCK:
-            ph = _phase(mbar, k)
-            ph[1] += int(nbytes)
-            ph[2].append(land)
-
-    def mbar_wait(mbar, k, parity):
-        """Return once the phase of barrier k with this parity has completed: the first thread to
-        wait for a phase whose arrival and bytes are all in lands its copies (it waits, within
-        reason, for the issuer)."""
-        for _ in range(200_000):
-            with _PENDING_LOCK:
-                done = int(mbar[k])
-                if done & 1 != parity:             # that phase has completed
-                    return
-                ph = _PENDING.get((id(mbar), k))
-                if ph is not None and ph[0] is not None and ph[1] == ph[0]:
-                    for land in ph[2]:
-                        land()
-                    del _PENDING[(id(mbar), k)]
-                    mbar[k] = done + 1
-                    return
-                assert ph is None or ph[0] is None or ph[1] < ph[0], "more bytes than announced"
-            time.sleep(1e-4)
-        raise RuntimeError(f"mbarrier {k}: waited for phase parity {parity}, which never completed")
-
 else:
     from llvmlite import ir
     from numba import types
@@ -354,78 +290,6 @@ else:
 
     sts_u32x2 = _vector_store(_I32, 2, 8, value=types.uint32)
     sts_u32x4 = _vector_store(_I32, 4, 16, value=types.uint32)
-    lds_u32x4 = _vector_load(_I32, types.uint32, 4, 3, 16)
-
-    def _asm_void(text, n_args):
-        """Intrinsic: inline PTX on n_args uint32 operands, with memory side effects."""
-        constraints = ",".join(["r"] * n_args + ["~{memory}"])
-
-        def codegen(context, builder, sig, args):
-            builder.asm(ir.FunctionType(ir.VoidType(), [_I32] * n_args), text, constraints, list(args), True)
-            return context.get_dummy_value()
-
-        if n_args == 1:
-            @intrinsic
-            def op(typingctx, a):
-                return types.void(types.uint32), codegen
-        else:
-            @intrinsic
-            def op(typingctx, a, b):
-                return types.void(types.uint32, types.uint32), codegen
-        return op
-
-    _mbar_init = _asm_void("mbarrier.init.shared::cta.b64 [$0], 1; fence.mbarrier_init.release.cluster;", 1)
-    _mbar_expect = _asm_void("{ .reg .b64 st; mbarrier.arrive.expect_tx.shared::cta.b64 st, [$0], $1; }", 2)
-
-    @intrinsic
-    def _mbar_try_wait(typingctx, addr, parity):
-        """1 once the phase of the mbarrier at shared address addr with this parity has completed."""
-        sig = types.uint32(types.uint32, types.uint32)
-
-        def codegen(context, builder, sig, args):
-            text = ("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [$1], $2; "
-                    "selp.u32 $0, 1, 0, p; }")
-            return builder.asm(ir.FunctionType(_I32, [_I32, _I32]), text, "=r,r,r,~{memory}", list(args), True)
-
-        return sig, codegen
-
-    @intrinsic
-    def _bulk_copy(typingctx, dst, arr, src, nbytes, mbar):
-        """cp.async.bulk of nbytes from &arr[src] (global) to shared address dst, completing on
-        the mbarrier at shared address mbar."""
-        sig = types.void(types.uint32, arr, types.int64, types.uint32, types.uint32)
-
-        def codegen(context, builder, sig, args):
-            ptr = _item_ptr(context, builder, sig.args[1], args[1], sig.args[2], args[2])
-            gptr = builder.addrspacecast(builder.bitcast(ptr, ir.PointerType(ir.IntType(8))),
-                                         ir.PointerType(ir.IntType(8), 1))
-            text = "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [$0], [$1], $2, [$3];"
-            fnty = ir.FunctionType(ir.VoidType(), [_I32, ir.IntType(64), _I32, _I32])
-            builder.asm(fnty, text, "r,l,r,r,~{memory}",
-                        [args[0], builder.ptrtoint(gptr, ir.IntType(64)), args[3], args[4]], True)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    @cuda.jit(device=True, inline=True)
-    def mbar_init(mbar, k):
-        """Barrier k of the shared uint64 array mbar: one arrival a phase (the copies' issuer)."""
-        _mbar_init(smem_addr(mbar) + uint32(8 * k))
-
-    @cuda.jit(device=True, inline=True)
-    def mbar_expect(mbar, k, nbytes):
-        """The issuer's arrival on barrier k: its phase completes once nbytes have landed."""
-        _mbar_expect(smem_addr(mbar) + uint32(8 * k), uint32(nbytes))
-
-    @cuda.jit(device=True, inline=True)
-    def bulk_copy(buf, dst, index, src, nbytes, mbar, k):
-        _bulk_copy(smem_addr(buf) + uint32(dst), index, int64(src), uint32(nbytes), smem_addr(mbar) + uint32(8 * k))
-
-    @cuda.jit(device=True, inline=True)
-    def mbar_wait(mbar, k, parity):
-        a = smem_addr(mbar) + uint32(8 * k)
-        while _mbar_try_wait(a, uint32(parity)) == uint32(0):
-            pass
 
     @cuda.jit(device=True, inline=True)
     def mul_lo(a, b):
@@ -440,16 +304,13 @@ def table_layout(n_pairs: int, t_bits: int, chunks: int = 4) -> tuple[int, int]:
     return align, -(-(n_pairs // chunks * row) // align) * align + align
 
 
-def shared_bytes(n_pairs: int, t_bits: int, lean: bool = False, slots: int = 1, stage_group: int = 0,
-                 stage: int = 2) -> int:
+def shared_bytes(n_pairs: int, t_bits: int, lean: bool = False, slots: int = 1) -> int:
     """Static shared memory of mma_scores_kernel: two tables, two sets of radius constants (lean:
-    padded, and the B fragments of every lane and k-step; stage_group = G with `stage` buffers:
-    that many groups' index and their barriers)."""
+    padded, and the B fragments of every lane and k-step)."""
     chunks = 4 // slots
     k_steps = n_pairs * slots // MMA_K_PAIRS
     extra = 2 * chunks * LEAN_RPAD * 4 + 2 * 32 * k_steps * 4 if lean else 0
-    staged = stage * ((stage_group // 16) * (16 * n_pairs + STAGE_PAD) + 8) if stage_group else 0
-    return 2 * chunks * table_layout(n_pairs, t_bits, chunks)[1] + 2 * n_pairs * 4 + 24 + extra + staged
+    return 2 * chunks * table_layout(n_pairs, t_bits, chunks)[1] + 2 * n_pairs * 4 + 24 + extra
 
 
 def mma_eligible(n_pairs: int, t_bits: int, group_size: int, slots: int = 1) -> bool:
@@ -648,7 +509,7 @@ def _query_loader(n_pairs: int, slots: int = 1, piece: int = 0):
 def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
                       wide_loads: bool = True, warps: int = 0,
                       max_registers: int = 0, lean: bool = False, slots: int = 1, words_per_load: int = 0,
-                      prmt_lookup: bool = True, interleave: bool = True, stage: int = 0):
+                      prmt_lookup: bool = True, interleave: bool = True):
     """Kernel factory: tensor-core scores of the quantized tokens.
 
     grid (ceil(n_groups / gpb), BH, ceil(M / (8 / slots))); block
@@ -801,19 +662,6 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
     VH = NV // 2                          # lean: the next group's parameters are derived after block VH
     if lean and not lean_fits(P, t_bits, S):
         raise ValueError(f"mma lean: P = {P}, t_bits = {t_bits} do not fit (see lean_fits); use lean=False")
-    NSB = int(stage)                      # stage: buffers (groups of index in shared memory)
-    STAGE = NSB > 0
-    if NSB not in (0, 1, 2):
-        raise ValueError(f"mma stage must be 0, 1 or 2 buffers, got stage={stage!r}")
-    if STAGE and not (lean and WIDE):
-        raise ValueError(f"mma stage={stage} needs lean=True and 16-byte index loads (wide_loads, P = {P})")
-    SB = 16 * P + STAGE_PAD               # stage: bytes of a block of 16 tokens in the buffer
-    IBB = G // 16 * SB if STAGE else 16   # stage: bytes of one buffer (a group's index)
-    NIB2 = max(NSB, 1) * IBB // 4         # stage: words of all buffers
-    NMB = max(NSB, 1)
-    if STAGE and shared_bytes(P, t_bits, lean, S, G, NSB) > 48 * 1024:
-        raise ValueError(f"mma stage={stage}: {shared_bytes(P, t_bits, lean, S, G, NSB)} bytes of shared memory "
-                         f"for P = {P}, G = {G}, beyond the 48 KiB a block declares statically")
 
     PRMT_LOOKUP = bool(prmt_lookup) and t_bits <= PRMT_LOOKUP_MAX_T_BITS
     decode_pair = _pair_decoder(r_bits, t_bits, PRMT_LOOKUP)
@@ -871,33 +719,6 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             else:
                 wa[u, w] = ld_u32(index, oa)
                 wb[u, w] = ld_u32(index, ob)
-
-    @cuda.jit(device=True, inline=True)
-    def stage_group(ibuf, mbar, index, bh, g, n_groups, k):
-        """stage (one thread): start the bulk copies of group g's index into buffer k, each block of
-        16 tokens STAGE_PAD bytes after the last, completing on barrier k."""
-        src = (int64(bh) * n_groups + g) * (G * P)
-        mbar_expect(mbar, k, G * P)
-        for c in range(G // 16):
-            bulk_copy(ibuf, k * IBB + c * SB, index, src + c * (16 * P), 16 * P, mbar, k)
-
-    @cuda.jit(device=True, inline=True)
-    def fetch_staged(ibuf, k, warp, gid, tig, w, wa, wb):
-        """stage: fetch_words from buffer k of shared memory (the lane's tokens of rows gid and
-        gid + 8 lie in one block of 16 tokens: slot tig % S of tile u)."""
-        for u in range(TPW):
-            oa = (k * IBB + ((warp * TPW + u) * (TT // 16) + tig % S) * SB + gid * P
-                  + pair_at(tig // S, 0) + word_offset(w)) // 4
-            ob = oa + 2 * P                      # 8 tokens on
-            if FW == 4:
-                wa[u, w], wa[u, w + 1], wa[u, w + 2], wa[u, w + 3] = lds_u32x4(ibuf, oa)
-                wb[u, w], wb[u, w + 1], wb[u, w + 2], wb[u, w + 3] = lds_u32x4(ibuf, ob)
-            elif FW == 2:
-                wa[u, w], wa[u, w + 1] = lds_u32x2(ibuf, oa)
-                wb[u, w], wb[u, w + 1] = lds_u32x2(ibuf, ob)
-            else:
-                wa[u, w] = ibuf[oa]
-                wb[u, w] = ibuf[ob]
 
     @cuda.jit(device=True, inline=True)
     def fetch_params(r_min, r_step, phi_min, phi_step, bh, g, n_groups, tid, pq, rq):
@@ -1133,8 +954,6 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         bq = cuda.shared.array(NBQ, uint32, alignment=SHARED_ALIGN)
         xch = cuda.shared.array((NXCH, 6), uint32)
         kc = cuda.shared.array(1, uint32)          # SEL0: decode_pair's sel0
-        ibuf = cuda.shared.array(NIB2, uint32, alignment=SHARED_ALIGN)   # stage: two groups' index
-        mbar = cuda.shared.array(NMB, uint64, alignment=MBAR_ALIGN)                # stage: their barriers
         bh = cuda.blockIdx.y
         tid = uint32(cuda.threadIdx.x)              # unsigned: index arithmetic needs no sign fixes
         if tid == 0:                                # published by the group loop's first barrier
@@ -1154,25 +973,9 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         if SIM:
             zero_params(pq, rq, npq, nrq)
         acc = cuda.local.array((TPW, 4), float32)
-        n_mine = min(gpb, n_groups - g0)            # block-uniform; a trip count, not an exit in the
-        #                                             group loop (an EXIT waits for every pending load)
-        if STAGE:                                   # the first NSB groups' index on its way
-            if tid == 0:
-                for k in range(NSB):
-                    mbar_init(mbar, k)
-            cuda.syncthreads()
-            if tid == 0:
-                for k in range(NSB):
-                    if k < n_mine:
-                        stage_group(ibuf, mbar, index, bh, g0 + k, n_groups, k)
         if g0 < n_groups:                           # always, with the launcher's grid
-            if STAGE:
-                mbar_wait(mbar, 0, 0)
             for v in range(NWD // FW):
-                if STAGE:
-                    fetch_staged(ibuf, 0, warp, gid, tig, FW * v, wa, wb)
-                else:
-                    fetch_words(index, (int64(bh) * n_groups + g0) * G, warp, gid, tig, FW * v, wa, wb)
+                fetch_words(index, (int64(bh) * n_groups + g0) * G, warp, gid, tig, FW * v, wa, wb)
             fetch_params(r_min, r_step, phi_min, phi_step, bh, g0, n_groups, tid, pq, rq)
         if warp == 0:                               # the group loop's first barrier publishes bq
             b0 = cuda.local.array(KS, uint32)
@@ -1184,7 +987,8 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
         # after the query loads (one wait for both), and unconditional: under a branch ptxas would
         # keep the loads pending into the group loop and wait for the scoreboard at every build
         derive(pq, rq, tid, g0 < n_groups, flags)
-        for gb in range(n_mine):
+        n_mine = min(gpb, n_groups - g0)            # block-uniform; a trip count, not an exit in the
+        for gb in range(n_mine):                    # loop (an EXIT waits for every pending load)
             g = g0 + gb
             buf = gb & 1
             build(tab, rcs, buf, tid, pq, rq)
@@ -1192,14 +996,6 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             sel0 = kc[0]
             more = gb + 1 < n_mine
             row1 = (int64(bh) * n_groups + g + 1) * G
-            # stage: group gb of the block lies in buffer gb % NSB and completes phase gb // NSB of
-            # its barrier. That buffer held this group's index, read into registers during the last
-            # group (or the prologue), before the barrier above: it takes group gb + NSB now. No
-            # global load is pending here, so the branch does not wait for a scoreboard.
-            nbuf = (gb + 1) % NSB if STAGE else 0  # the buffer of the next group's index
-            if STAGE:
-                if tid == 0 and gb + NSB < n_mine:
-                    stage_group(ibuf, mbar, index, bh, g + NSB, n_groups, gb % NSB)
             base, cb = split_base(smem_addr(tab) + uint32(buf * TABN * 4 + chunk * STRIDE))
             rbase = buf * NRC + (CP + RPAD) * chunk
             for u in range(TPW):
@@ -1212,31 +1008,19 @@ def mma_scores_kernel(n_pairs: int, r_bits: int, t_bits: int, group_size: int,
             # this group's words (the first block), and derived after the middle block, so that the
             # build after the last loads reads only resolved registers.
             kblock(tab, xch, bq, rcs, acc, wa, wb, 0, lane, rbase, base, cb, sel0, magic)
-            if STAGE and more:                      # the next group's copies, started a group ago
-                mbar_wait(mbar, nbuf, ((gb + 1) // NSB) & 1)   # (before the parameter loads: the
-                #                                             wait loop's branch would wait for them)
             if more:
                 fetch_params(r_min, r_step, phi_min, phi_step, bh, g + 1, n_groups, tid, npq, nrq)
             for v in range(1, VH + 1):
                 if more:
-                    if STAGE:
-                        fetch_staged(ibuf, nbuf, warp, gid, tig, FW * (v - 1), wa, wb)
-                    else:
-                        fetch_words(index, row1, warp, gid, tig, FW * (v - 1), wa, wb)
+                    fetch_words(index, row1, warp, gid, tig, FW * (v - 1), wa, wb)
                 kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, cb, sel0, magic)
             derive(npq, nrq, tid, more, flags)
             for v in range(VH + 1, NV):
                 if more:
-                    if STAGE:
-                        fetch_staged(ibuf, nbuf, warp, gid, tig, FW * (v - 1), wa, wb)
-                    else:
-                        fetch_words(index, row1, warp, gid, tig, FW * (v - 1), wa, wb)
+                    fetch_words(index, row1, warp, gid, tig, FW * (v - 1), wa, wb)
                 kblock(tab, xch, bq, rcs, acc, wa, wb, v, lane, rbase, base, cb, sel0, magic)
             if more:
-                if STAGE:
-                    fetch_staged(ibuf, nbuf, warp, gid, tig, FW * (NV - 1), wa, wb)
-                else:
-                    fetch_words(index, row1, warp, gid, tig, FW * (NV - 1), wa, wb)
+                fetch_words(index, row1, warp, gid, tig, FW * (NV - 1), wa, wb)
             for u in range(TPW):
                 store_scores(out, out_len, n_heads, bh, g, warp, gid, tig, u, acc[u, 0], acc[u, 1], acc[u, 2],
                              acc[u, 3])

@@ -131,13 +131,8 @@ def test_several_groups_per_block_and_a_partial_last_block(p, g, over, variant):
     (16, 32, 6, dict(slots=2, groups_per_block=2)),                 # 6 heads: 2 head chunks (grid z) of 4
     (16, 64, 3, dict(slots=4, groups_per_block=2)),                 # 3 heads: 2 head chunks of 2
     (64, 128, 4, dict(slots=2, groups_per_block=2, interleave=False)),   # v2.8: a lane's bytes contiguous
-    (64, 128, 4, dict(slots=2, groups_per_block=3, stage=2)),       # index by bulk copies, W-GPU's kernel
-    (64, 128, 4, dict(slots=2, groups_per_block=3, stage=1)),       # ... into one buffer
-    (64, 128, 4, dict(slots=1, groups_per_block=2, stage=1)),       # ... 8-byte shared loads
-    (32, 64, 1, dict(slots=4, warps=1, groups_per_block=3, stage=2, wide_loads=True)),   # ... 4 slots, P = 32
 ], ids=["4slots", "2slots-8B-loads", "2slots-1warp", "4slots-P32-gpb3", "2slots-gpb3", "2slots-6heads",
-        "4slots-3heads", "2slots-contiguous-chunks", "2slots-staged", "2slots-staged-1buffer", "1slot-staged",
-        "4slots-P32-staged"])
+        "4slots-3heads", "2slots-contiguous-chunks"])
 def test_token_slot_configurations(p, g, m, over):
     """Token-slot layouts against the golden model, beyond what the launcher picks for W-GPU (2 slots,
     2 warps, 16-byte loads, 32 groups a block): 4 tokens a row of A, 8-byte loads, a single warp,
