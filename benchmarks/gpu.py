@@ -196,6 +196,7 @@ def scores_variants():
         ("mma gpb32", "mma", dict(groups_per_block=32)),  # W-GPU's most, not balanced to the waves
         ("mma 4B loads", "mma", dict(wide_loads=False)),
         ("mma 4 warps", "mma", dict(slots=1, warps=4)),   # v2.3.1: 4 warps of 2 tiles of 16 tokens
+        ("mma 8 warps", "mma", dict(slots=1, warps=8)),   # 8 warps of one tile: a group's k-steps 4 x shorter
         ("mma 1 slot", "mma", dict(slots=1)),           # v2.4: one token a row of A, 2 warps of 4 tiles
         ("mma s2 w1", "mma", dict(slots=2, warps=1)),   # v2.5 (2 tokens a row, 2 warps of 2 tiles) with 1 warp
         ("mma s2 w4", "mma", dict(slots=2, warps=4)),   # ... with 4 warps of 1 tile
