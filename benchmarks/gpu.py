@@ -260,12 +260,11 @@ def bench_scores(case, rng, copy_gbs, variants, torch_ok):
         chk["overflow_flag"] = int(flags.copy_to_host()[0])
         ok = chk["over_tolerance"] == 0 and chk["nonfinite"] == 0 and unwritten == 0 and not chk["overflow_flag"]
         ms, lo, hi = time_launches(launch) if ok else (float("nan"),) * 3
+        index_gbs = index_bytes / (ms * 1e-3) / 1e9
+        total_gbs = (index_bytes + param_bytes + out_bytes) / (ms * 1e-3) / 1e9
         rows.append(dict(case=case, variant=label, table=table, config=cfg, valid=ok, check=chk,
-                         ms=ms, ms_min=lo, ms_max=hi,
-                         index_gbs=index_bytes / (ms * 1e-3) / 1e9,
-                         total_gbs=(index_bytes + param_bytes + out_bytes) / (ms * 1e-3) / 1e9,
-                         index_share_of_copy=index_bytes / (ms * 1e-3) / 1e9 / copy_gbs,
-                         total_share_of_copy=(index_bytes + param_bytes + out_bytes) / (ms * 1e-3) / 1e9 / copy_gbs))
+                         ms=ms, ms_min=lo, ms_max=hi, index_gbs=index_gbs, total_gbs=total_gbs,
+                         index_share_of_copy=index_gbs / copy_gbs, total_share_of_copy=total_gbs / copy_gbs))
     dense = None
     if torch_ok:
         import torch
@@ -438,8 +437,9 @@ def main(argv=None):
     set_query_heads(args.q_heads)
     if args.variant and not args.profile:
         ap.error("--variant only applies with --profile")
-    if args.variant and args.variant not in {v[0] for v in scores_variants()}:
-        ap.error(f"--variant: unknown variant {args.variant!r}; known: {[v[0] for v in scores_variants()]}")
+    known = [v[0] for v in scores_variants()]
+    if args.variant and args.variant not in known:
+        ap.error(f"--variant: unknown variant {args.variant!r}; known: {known}")
     if CL.SIM and not args.smoke:
         sys.exit("benchmarks.gpu needs a real GPU (NUMBA_ENABLE_CUDASIM is set); --smoke runs tiny sizes")
     if args.profile:
@@ -471,9 +471,9 @@ def main(argv=None):
 
     cases = [dict(batch=8, length=131072)] if args.quick else CASES
     also = {a.strip() for a in args.also.split(",") if a.strip()}
-    unknown = also - {v[0] for v in scores_variants()}
+    unknown = also - set(known)
     if unknown:
-        sys.exit(f"--also: unknown variants {sorted(unknown)}; known: {[v[0] for v in scores_variants()]}")
+        sys.exit(f"--also: unknown variants {sorted(unknown)}; known: {known}")
     variants = scores_variants()
     if args.quick or args.defaults:
         variants = variants[:3] + [v for v in variants[3:] if v[0] in also]
